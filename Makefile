@@ -1,0 +1,32 @@
+# patchdpo: `make demo` runs the main job on the embedded tiny world, `make test` runs the tests.
+# Both bootstrap Bun from npm when it is missing, then install the pinned dependencies.
+SHELL := /bin/bash
+BUN_VERSION := 1.4.5
+BUN := $(shell command -v bun 2>/dev/null || echo bun)
+RUN ?= data/runs/demo
+
+.PHONY: all setup demo test typecheck bench-vit-forward clean
+
+all: test
+
+node_modules/.installed: package.json bun.lock
+	@command -v bun >/dev/null 2>&1 || npm i -g bun@$(BUN_VERSION)
+	bun install --frozen-lockfile
+	@touch $@
+
+setup: node_modules/.installed
+
+test: setup
+	bun test
+
+typecheck: setup
+	bun x tsc --noEmit -p .
+
+demo: setup
+	bun scripts/demo.ts --run $(RUN)
+
+bench-vit-forward: setup
+	bun bench/run.ts vit-forward
+
+clean:
+	rm -rf data/runs .cache bench/out
