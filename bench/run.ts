@@ -1,0 +1,68 @@
+// Benchmark runner (DESIGN.md section 7): runs ours (bench/<name>.ts, Bun) and the PyTorch
+// reference (bench/<name>.py, /usr/bin/python3) alternately for several rounds, takes medians,
+// appends the result with the exact command to bench/RESULTS.md, and prints as its last line
+//   ratio <name> speed=<reference time / our time> memory=<our peak RSS / reference peak RSS>
+// Each side prints one JSON line {"seconds": median per iteration, "peakRssMB": ..., ...}.
+import { appendFileSync, existsSync, readFileSync } from "node:fs";
+import { cpus } from "node:os";
+import { parseArgs } from "node:util";
+import { median } from "./timing.ts";
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { rounds: { type: "string", default: "3" }, threads: { type: "string", default: "2" }, iters: { type: "string", default: "5" }, "no-record": { type: "boolean", default: false } },
+});
+const name = positionals[0];
+if (!name || !existsSync(`bench/${name}.ts`) || !existsSync(`bench/${name}.py`)) {
+  console.error(`usage: bun bench/run.ts <name> [--rounds 3] [--threads 2] [--iters 5]\n  needs bench/<name>.ts and bench/<name>.py`);
+  process.exit(2);
+}
+const python = "/usr/bin/python3";
+if (!existsSync(python) || Bun.spawnSync([python, "-c", "import torch, torchvision"]).exitCode !== 0) {
+  console.error(`bench: ${python} with torch and torchvision is needed for the reference. Install them with:\n  apt-get install -y --no-install-recommends python3-torch python3-torchvision libopenblas0-pthread`);
+  process.exit(1);
+}
+
+const threads = values.threads!;
+const args = ["--threads", threads, "--iters", values.iters!];
+// Give PyTorch its best settings: same thread count, no spinning idle threads.
+const env = { ...process.env, OMP_NUM_THREADS: threads, OMP_WAIT_POLICY: "PASSIVE", OPENBLAS_NUM_THREADS: threads };
+type Result = { seconds: number; peakRssMB: number; gflops?: number; [k: string]: unknown };
+
+function runSide(cmd: string[]): Result {
+  const p = Bun.spawnSync(cmd, { env, stdout: "pipe", stderr: "pipe" });
+  const out = p.stdout.toString().trim().split("\n").pop() ?? "";
+  if (p.exitCode !== 0) throw new Error(`${cmd.join(" ")} failed (exit ${p.exitCode}):\n${p.stderr.toString().slice(-2000)}`);
+  try {
+    return JSON.parse(out) as Result;
+  } catch {
+    throw new Error(`${cmd.join(" ")} did not print a JSON result line; got: ${out.slice(0, 300)}`);
+  }
+}
+
+const ours: Result[] = [];
+const ref: Result[] = [];
+for (let r = 0; r < Number(values.rounds); r++) {
+  ours.push(runSide(["bun", `bench/${name}.ts`, ...args]));
+  ref.push(runSide([python, `bench/${name}.py`, ...args]));
+  console.log(`round ${r + 1}: ours ${ours.at(-1)!.seconds.toFixed(4)} s, pytorch ${ref.at(-1)!.seconds.toFixed(4)} s`);
+}
+const oursS = median(ours.map((x) => x.seconds));
+const refS = median(ref.map((x) => x.seconds));
+const oursMem = median(ours.map((x) => x.peakRssMB));
+const refMem = median(ref.map((x) => x.peakRssMB));
+const speed = refS / oursS;
+const memory = oursMem / refMem;
+const gflops = ours[0]!.gflops;
+const cpu = cpus()[0]?.model ?? "unknown CPU";
+const command = `make bench-${name}  # = bun bench/run.ts ${name} --rounds ${values.rounds} --threads ${threads} --iters ${values.iters}`;
+const util = gflops ? ` | ours ${(gflops / oursS).toFixed(1)} GFLOP/s, PyTorch ${(gflops / refS).toFixed(1)} GFLOP/s` : "";
+const line = `| ${new Date().toISOString().slice(0, 16)} | ${name} | ${oursS.toFixed(4)} s | ${refS.toFixed(4)} s | **${speed.toFixed(2)}x** | ${oursMem.toFixed(0)} MB / ${refMem.toFixed(0)} MB = ${memory.toFixed(2)}${util} | ${threads} threads, ${cpus().length}x ${cpu} | \`${command}\` |\n`;
+if (!values["no-record"]) {
+  const path = "bench/RESULTS.md";
+  if (!existsSync(path) || !readFileSync(path, "utf8").includes("| date |")) {
+    appendFileSync(path, "\n| date | benchmark | ours (median) | PyTorch (median) | speed (ref/ours) | peak RSS ours / ref | setting | command |\n|---|---|---|---|---|---|---|---|\n");
+  }
+  appendFileSync(path, line);
+}
+console.log(`ratio ${name} speed=${speed.toFixed(3)} memory=${memory.toFixed(3)}`);
