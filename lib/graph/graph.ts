@@ -135,6 +135,17 @@ export class Graph {
     return node.outputs;
   }
 
+  /**
+   * Adds an optional output to an existing node (e.g. LayerNormalization's saved mean and inverse
+   * standard deviation, MaxPool's indices), so the backward pass reuses what the forward computed.
+   */
+  addOutput(node: Node, shape: readonly number[], dtype: DType): Tensor {
+    const t = this.tensor(shape, dtype);
+    t.node = node;
+    node.outputs.push(t);
+    return t;
+  }
+
   /** Renames a computed tensor (e.g. to give an output a stable name). */
   rename(t: Tensor, name: string): Tensor {
     if (t.leaf) throw new Error(`cannot rename leaf ${t}`);
