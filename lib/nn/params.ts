@@ -4,7 +4,9 @@
 //   frozen + in memory   -> an inline constant (e.g. weights dequantized from another format);
 //   trainable            -> a graph input; the trainer feeds current values each step.
 
+import { resolve } from "node:path";
 import { type DType, type Graph, type Tensor, cast } from "../graph/index.ts";
+import { openSafetensors, refuseUnsafeWeights, type SafetensorsFile } from "../io/safetensors.ts";
 
 export interface WeightSource {
   /** Where the weights come from, for error messages. */
@@ -85,4 +87,51 @@ export class Params {
     this.made.set(full, t);
     return t;
   }
+}
+
+/**
+ * Weights from one or more safetensors files (a sharded checkpoint is several). F32/F16/BF16
+ * tensors are read in place by ONNX Runtime (external data); nothing is copied.
+ */
+export class SafetensorsSource implements WeightSource {
+  private readonly where = new Map<string, SafetensorsFile>();
+  readonly label: string;
+
+  constructor(paths: string[]) {
+    if (paths.length === 0) throw new Error("SafetensorsSource: no files given");
+    for (const path of paths) {
+      refuseUnsafeWeights(path);
+      const f = openSafetensors(path);
+      for (const n of f.names()) this.where.set(n, f);
+    }
+    this.label = paths.length === 1 ? paths[0]! : `${paths[0]} (+${paths.length - 1} more)`;
+  }
+  has(name: string) { return this.where.has(name); }
+  names() { return [...this.where.keys()]; }
+  shape(name: string) { return this.file(name).info(name).shape; }
+  float32(name: string) { return this.file(name).float32(name); }
+  fileRange(name: string) {
+    const f = this.file(name);
+    const info = f.info(name);
+    const dtype = ({ F32: "float32", F16: "float16", BF16: "bfloat16" } as const)[info.dtype as "F32" | "F16" | "BF16"];
+    if (!dtype) return undefined; // other dtypes are converted to float32 constants
+    return { file: resolve(f.path), byteOffset: info.byteOffset, byteLength: info.byteLength, dtype };
+  }
+  private file(name: string): SafetensorsFile {
+    const f = this.where.get(name);
+    if (!f) throw new Error(`${this.label}: no tensor "${name}"`);
+    return f;
+  }
+}
+
+/** Overlays replace some tensors of a base source (e.g. finetuned blocks over the original weights). */
+export class OverlaySource implements WeightSource {
+  constructor(readonly base: WeightSource, readonly overlay: WeightSource) {}
+  get label() { return `${this.overlay.label} over ${this.base.label}`; }
+  has(name: string) { return this.overlay.has(name) || this.base.has(name); }
+  names() { return [...new Set([...this.base.names(), ...this.overlay.names()])]; }
+  private pick(name: string) { return this.overlay.has(name) ? this.overlay : this.base; }
+  shape(name: string) { return this.pick(name).shape(name); }
+  float32(name: string) { return this.pick(name).float32(name); }
+  fileRange(name: string) { return this.pick(name).fileRange?.(name); }
 }
