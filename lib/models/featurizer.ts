@@ -1,0 +1,205 @@
+// One way to get patch features from any encoder a user points at:
+//   --encoder default            the embedded MobileNetV2 (nsfwjs), built with lib/graph
+//   --encoder <folder>           detected from its files:
+//     config.json (model_type vit | dinov2 | dinov2_with_registers) + model.safetensors
+//                                -> ViT/DINO/DINOv2 built with lib/graph (weights read in place)
+//     onnx/model.onnx + config.json + preprocessor_config.json (transformers.js layout)
+//                                -> run by ONNX Runtime as exported (inference only)
+//     weights.safetensors + state.json (a finetune-encoder checkpoint)
+//                                -> its base encoder with the finetuned weights laid over it
+// A featurizer takes a batch of RGB images and returns patch grids [B, C, h, w] and, where the
+// model has one, a global embedding [B, D].
+
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import * as ort from "onnxruntime-node";
+import * as G from "../graph/index.ts";
+import { UserError } from "../io/errors.ts";
+import { type RgbImage, resizeBicubic, toCHW } from "../io/images.ts";
+import { OverlaySource, Params, SafetensorsSource, type WeightSource } from "../nn/params.ts";
+import type { PatchEncoder } from "./encoder.ts";
+import { loadMobileNetV2 } from "./mobilenet.ts";
+import { type ViTConfig, vitConfigFromJson, vitForward } from "./vit.ts";
+
+export interface Features {
+  /** [B, C, h, w] row-major. */
+  patches: Float32Array;
+  patchShape: [number, number, number];
+  /** [B, D] where available. */
+  global?: Float32Array;
+  globalDim?: number;
+}
+
+export interface Featurizer {
+  readonly name: string;
+  readonly imageSize: number;
+  /** Normalized input [B, 3, S, S] for these images (each resized to S x S, bicubic, PIL-exact). */
+  preprocess(images: RgbImage[]): Float32Array;
+  features(images: RgbImage[]): Promise<Features>;
+}
+
+export interface FeaturizerOptions {
+  device?: G.Device;
+  threads?: number;
+  /** Which patch grid (MobileNetV2: "out_relu" 7x7 or "block_13_expand_relu" 14x14). */
+  featureLayer?: string;
+  /** Images per compiled batch (the last batch is padded). */
+  batchSize?: number;
+}
+
+export const ENCODER_KINDS_HELP = `an encoder folder must be one of:
+  default                      the embedded MobileNetV2 (nsfwjs, no files needed)
+  ViT / DINO / DINOv2          config.json (model_type "vit", "dinov2" or "dinov2_with_registers") + model.safetensors
+  transformers.js ONNX export  onnx/model.onnx + config.json + preprocessor_config.json
+  finetune-encoder checkpoint  weights.safetensors + state.json (written by scripts/finetune-encoder.ts)`;
+
+/** A graph-built encoder plus its weights (what finetune-encoder trains). */
+export interface GraphEncoder {
+  encoder: PatchEncoder;
+  source: WeightSource;
+}
+
+function readJson(path: string): Record<string, unknown> {
+  try {
+    return JSON.parse(readFileSync(path, "utf8"));
+  } catch (e) {
+    throw new UserError(`cannot read ${path}: ${(e as Error).message}`);
+  }
+}
+
+/** A ViT/DINO/DINOv2 folder in the transformers layout as a graph encoder. */
+export function loadVitFolder(dir: string): GraphEncoder {
+  const cfg = vitConfigFromJson(readJson(join(dir, "config.json")));
+  const pre = existsSync(join(dir, "preprocessor_config.json")) ? readJson(join(dir, "preprocessor_config.json")) : {};
+  const source = new SafetensorsSource([join(dir, "model.safetensors")]);
+  // Checkpoints saved from a wrapping model prefix keys with the model name.
+  const prefix = source.has("embeddings.cls_token") ? "" : source.names().find((n) => n.endsWith("embeddings.cls_token"))?.replace("embeddings.cls_token", "");
+  if (prefix === undefined) throw new UserError(`${dir}/model.safetensors has no "embeddings.cls_token": not a transformers ViT/DINOv2 checkpoint`);
+  const encoder: PatchEncoder & { config: ViTConfig } = {
+    name: `${cfg.layout} (${dir})`,
+    imageSize: cfg.imageSize,
+    mean: (pre.image_mean as number[]) ?? [0.485, 0.456, 0.406],
+    std: (pre.image_std as number[]) ?? [0.229, 0.224, 0.225],
+    source,
+    config: cfg,
+    forward: (p, images) => vitForward(prefix ? p.scope(prefix.replace(/\.$/, "")) : p, images, cfg),
+  };
+  return { encoder, source };
+}
+
+/** Resolves `--encoder` to a graph encoder (default, ViT folder or finetuned checkpoint). */
+export function loadGraphEncoder(spec: string): GraphEncoder {
+  if (spec === "default" || spec === "mobilenet_v2") {
+    const { encoder, source } = loadMobileNetV2();
+    return { encoder, source };
+  }
+  const dir = resolve(spec);
+  if (!existsSync(dir)) throw new UserError(`encoder folder ${dir} does not exist; ${ENCODER_KINDS_HELP}`);
+  if (existsSync(join(dir, "weights.safetensors")) && existsSync(join(dir, "state.json"))) {
+    const state = readJson(join(dir, "state.json")) as { config?: { encoder?: string } };
+    const base = state.config?.encoder;
+    if (typeof base !== "string") throw new UserError(`${dir}/state.json does not name its base encoder (config.encoder)`);
+    const b = loadGraphEncoder(base);
+    const source = new OverlaySource(b.source, new SafetensorsSource([join(dir, "weights.safetensors")]));
+    return { encoder: { ...b.encoder, name: `${b.encoder.name} finetuned (${dir})`, source }, source };
+  }
+  if (existsSync(join(dir, "config.json")) && existsSync(join(dir, "model.safetensors"))) return loadVitFolder(dir);
+  throw new UserError(`${dir} is not an encoder folder this graph builder can load; ${ENCODER_KINDS_HELP}`);
+}
+
+function stackImages(images: RgbImage[], size: number, mean: readonly number[], std: readonly number[], batch: number): Float32Array {
+  const per = 3 * size * size;
+  const out = new Float32Array(batch * per);
+  images.forEach((img, i) => {
+    const r = img.width === size && img.height === size ? img : resizeBicubic(img, size, size);
+    toCHW(r, [...mean], [...std], out, i * per);
+  });
+  return out;
+}
+
+/** A featurizer over a graph encoder: one compiled session per batch size. */
+export function graphFeaturizer(ge: GraphEncoder, opts: FeaturizerOptions = {}): Featurizer {
+  const { encoder } = ge;
+  const S = encoder.imageSize;
+  const batch = opts.batchSize ?? 8;
+  const g = new G.Graph();
+  const x = g.input("images", [batch, 3, S, S]);
+  const out = encoder.forward(new Params(g, ge.source), x, opts.featureLayer);
+  const outputs: Record<string, G.Tensor> = { patches: out.patches };
+  if (out.global) outputs.global = out.global;
+  const compiled = G.compile(outputs, { device: opts.device, threads: opts.threads });
+  const [, C, h, w] = out.patches.shape as [number, number, number, number];
+  return {
+    name: encoder.name,
+    imageSize: S,
+    preprocess: (images) => stackImages(images, S, encoder.mean, encoder.std, images.length),
+    async features(images) {
+      const c = await compiled;
+      const patches = new Float32Array(images.length * C * h * w);
+      const D = out.global?.shape[1];
+      const global = D ? new Float32Array(images.length * D) : undefined;
+      for (let i = 0; i < images.length; i += batch) {
+        const chunk = images.slice(i, i + batch);
+        const r = await c.run({ images: stackImages(chunk, S, encoder.mean, encoder.std, batch) });
+        patches.set((r.patches as Float32Array).subarray(0, chunk.length * C * h * w), i * C * h * w);
+        if (global && D) global.set((r.global as Float32Array).subarray(0, chunk.length * D), i * D);
+      }
+      return { patches, patchShape: [C, h, w], global, globalDim: D };
+    },
+  };
+}
+
+/** A transformers.js ONNX export (onnx/model.onnx): last_hidden_state patch tokens, CLS as global. */
+export async function onnxFeaturizer(dir: string, opts: FeaturizerOptions = {}): Promise<Featurizer> {
+  const cfg = readJson(join(dir, "config.json"));
+  const pre = readJson(join(dir, "preprocessor_config.json"));
+  const size = pre.crop_size ?? pre.size;
+  const S = typeof size === "number" ? size : Number((size as Record<string, number>)?.height ?? (size as Record<string, number>)?.shortest_edge ?? cfg.image_size ?? 224);
+  const mean = (pre.image_mean as number[]) ?? [0.485, 0.456, 0.406];
+  const std = (pre.image_std as number[]) ?? [0.229, 0.224, 0.225];
+  const patch = Number(cfg.patch_size ?? 16);
+  const registers = Number(cfg.num_register_tokens ?? 0);
+  const session = await ort.InferenceSession.create(join(dir, "onnx", "model.onnx"), {
+    executionProviders: [opts.device ?? "cpu"] as never,
+    intraOpNumThreads: opts.threads ?? 0,
+  });
+  const inputName = session.inputNames.includes("pixel_values") ? "pixel_values" : session.inputNames[0]!;
+  const outputName = session.outputNames.includes("last_hidden_state") ? "last_hidden_state" : session.outputNames[0]!;
+  const grid = S / patch;
+  return {
+    name: `onnx (${dir})`,
+    imageSize: S,
+    preprocess: (images) => stackImages(images, S, mean, std, images.length),
+    async features(images) {
+      const x = stackImages(images, S, mean, std, images.length);
+      const r = await session.run({ [inputName]: new ort.Tensor("float32", x, [images.length, 3, S, S]) });
+      const hidden = r[outputName]!;
+      const [B, L, C] = hidden.dims as [number, number, number];
+      const skip = 1 + registers;
+      if (L !== skip + grid * grid) throw new UserError(`${dir}: ${outputName} has ${L} tokens; expected 1 CLS + ${registers} registers + ${grid}x${grid} patches (check patch_size / num_register_tokens in config.json)`);
+      const data = hidden.data as Float32Array;
+      const patches = new Float32Array(B * C * grid * grid);
+      const global = new Float32Array(B * C);
+      for (let b = 0; b < B; b++) {
+        global.set(data.subarray(b * L * C, b * L * C + C), b * C);
+        for (let t = 0; t < grid * grid; t++) {
+          const src = (b * L + skip + t) * C;
+          for (let c = 0; c < C; c++) patches[((b * C + c) * grid * grid) + t] = data[src + c]!;
+        }
+      }
+      return { patches, patchShape: [C, grid, grid], global, globalDim: C };
+    },
+  };
+}
+
+/** `--encoder` -> a featurizer, whatever kind of folder it is. */
+export async function loadFeaturizer(spec: string, opts: FeaturizerOptions = {}): Promise<Featurizer> {
+  const dir = resolve(spec);
+  if (spec !== "default" && existsSync(join(dir, "onnx", "model.onnx"))) {
+    for (const f of ["config.json", "preprocessor_config.json"]) {
+      if (!existsSync(join(dir, f))) throw new UserError(`${dir} has onnx/model.onnx but no ${f}; ${ENCODER_KINDS_HELP}`);
+    }
+    return onnxFeaturizer(dir, opts);
+  }
+  return graphFeaturizer(loadGraphEncoder(spec), opts);
+}
