@@ -1,0 +1,227 @@
+// JSONL manifests: one JSON object per line, every row validated by an arktype schema on the way
+// in and (optionally) on the way out. A bad row fails with `<file>:<line>: <field>: <problem>`.
+//
+// Resumable steps append one finished row at a time (appendJsonl: one write() on an O_APPEND
+// descriptor, so a crash leaves whole rows plus at most one partial last line). Readers report such
+// a partial last line as a crash artefact; repairJsonlTail removes it before a resumed step appends.
+
+import { ArkErrors } from "arktype";
+import { open } from "node:fs/promises";
+import { writeFileAtomic } from "./atomic.ts";
+import { UserError } from "./errors.ts";
+
+/** Anything callable like an arktype Type: returns the validated row or arktype's errors. */
+export type RowSchema<T> = (data: unknown) => T | ArkErrors;
+
+/** A manifest row that fails to parse or validate. */
+export class ManifestError extends UserError {
+  constructor(
+    message: string,
+    readonly file: string,
+    readonly line: number,
+  ) {
+    super(message);
+    this.name = "ManifestError";
+  }
+}
+
+/** `<where>: <field path>: <arktype's message>`, one line per problem. */
+function describeIssues(where: string, errors: ArkErrors): string {
+  return errors.map((e) => `${where}: ${e.propString === "" ? "(row)" : e.propString}: ${e.problem}`).join("\n");
+}
+
+/** Validates a row; `line` 0 means a row not yet in the file (an append). */
+function validate<T>(file: string, line: number, schema: RowSchema<T>, value: unknown): T {
+  const out = schema(value);
+  if (out instanceof ArkErrors) {
+    throw new ManifestError(describeIssues(line > 0 ? `${file}:${line}` : `${file} (row to append)`, out), file, line);
+  }
+  return out;
+}
+
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+function parseLine<T>(file: string, lineNo: number, bytes: Uint8Array, complete: boolean, schema: RowSchema<T>): T {
+  let text: string;
+  try {
+    text = decoder.decode(bytes);
+  } catch {
+    throw new ManifestError(`${file}:${lineNo}: invalid UTF-8`, file, lineNo);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    if (!complete) {
+      throw new ManifestError(
+        `${file}:${lineNo}: truncated last line (no trailing newline, not valid JSON): the step that wrote ` +
+          `this file was probably interrupted mid-append. Rerun that step (it resumes and repairs the file), ` +
+          `or delete line ${lineNo}.`,
+        file,
+        lineNo,
+      );
+    }
+    const shown = text.length > 80 ? `${text.slice(0, 77)}...` : text;
+    throw new ManifestError(`${file}:${lineNo}: invalid JSON: ${(err as Error).message} in ${JSON.stringify(shown)}`, file, lineNo);
+  }
+  return validate(file, lineNo, schema, value);
+}
+
+function isBlank(bytes: Uint8Array): boolean {
+  for (const b of bytes) if (b !== 0x20 && b !== 0x09 && b !== 0x0d) return false;
+  return true;
+}
+
+/**
+ * Streams the rows of a JSONL file (64 KiB reads; memory stays flat for any file size), validating
+ * each against `schema`. Blank lines are skipped (they still count for line numbers); `\r\n` works.
+ * A missing file, invalid JSON, a row the schema rejects, or a truncated last line throws a
+ * ManifestError naming `<file>:<line>`.
+ */
+export async function* readJsonl<T>(path: string, schema: RowSchema<T>): AsyncGenerator<T> {
+  let fh;
+  try {
+    fh = await open(path, "r");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw new ManifestError(`${path}: no such manifest (did the step that writes it run?)`, path, 0);
+    throw err;
+  }
+  try {
+    const chunk = new Uint8Array(64 * 1024);
+    let carry = new Uint8Array(0); // bytes of a line that started in an earlier chunk
+    let lineNo = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(chunk, 0, chunk.length, null);
+      if (bytesRead === 0) break;
+      let data = chunk.subarray(0, bytesRead);
+      if (carry.length > 0) {
+        const joined = new Uint8Array(carry.length + data.length);
+        joined.set(carry);
+        joined.set(data, carry.length);
+        data = joined;
+      }
+      let start = 0;
+      for (let nl = data.indexOf(0x0a, start); nl !== -1; nl = data.indexOf(0x0a, start)) {
+        lineNo++;
+        const line = data.subarray(start, nl);
+        start = nl + 1;
+        if (!isBlank(line)) yield parseLine(path, lineNo, line, true, schema);
+      }
+      carry = data.slice(start); // copy: `chunk` is reused by the next read
+    }
+    if (carry.length > 0 && !isBlank(carry)) yield parseLine(path, lineNo + 1, carry, false, schema);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** All validated rows of a JSONL file. */
+export async function readJsonlAll<T>(path: string, schema: RowSchema<T>): Promise<T[]> {
+  const rows: T[] = [];
+  for await (const row of readJsonl(path, schema)) rows.push(row);
+  return rows;
+}
+
+function serializeRow(file: string, line: number, row: unknown): string {
+  const text = JSON.stringify(row);
+  if (text === undefined) {
+    throw new ManifestError(`${line > 0 ? `${file}:${line}` : `${file} (row to append)`}: row is not JSON-serializable (${typeof row})`, file, line);
+  }
+  return text;
+}
+
+/**
+ * Writes rows as JSONL atomically (temp file + rename). With a schema, every row is validated
+ * before anything is written; an invalid row throws a ManifestError with the line it would have had.
+ */
+export async function writeJsonl<T>(path: string, rows: Iterable<T>, schema?: RowSchema<T>): Promise<void> {
+  const lines: string[] = [];
+  let line = 0;
+  for (const row of rows) {
+    line++;
+    if (schema) validate(path, line, schema, row);
+    lines.push(`${serializeRow(path, line, row)}\n`);
+  }
+  await writeFileAtomic(path, lines.join(""));
+}
+
+/**
+ * Appends one row as one complete line, in a single write() on an O_APPEND descriptor: concurrent
+ * appenders on a local filesystem never interleave, and a crash loses at most this row. Validates
+ * first when given a schema. Refuses to append after a partial last line (see repairJsonlTail).
+ */
+export async function appendJsonl<T>(path: string, row: T, schema?: RowSchema<T>): Promise<void> {
+  if (schema) validate(path, 0, schema, row);
+  const bytes = new TextEncoder().encode(`${serializeRow(path, 0, row)}\n`);
+  const fh = await open(path, "a+");
+  try {
+    const { size } = await fh.stat();
+    if (size > 0) {
+      const last = new Uint8Array(1);
+      await fh.read(last, 0, 1, size - 1);
+      if (last[0] !== 0x0a) {
+        throw new ManifestError(
+          `${path}: the file ends with a partial line (an interrupted append?); not appending after it. ` +
+            `Call repairJsonlTail (resumable steps do this when they start) or rerun the step with --force.`,
+          path,
+          0,
+        );
+      }
+    }
+    const { bytesWritten } = await fh.write(bytes, 0, bytes.length, null);
+    if (bytesWritten !== bytes.length) {
+      throw new Error(`${path}: short append (${bytesWritten} of ${bytes.length} bytes; disk full?)`);
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Makes a JSONL file safe to append to after a crash: a final line without its newline is removed
+ * if it is not valid JSON (a torn append), or completed with "\n" if it is (a hand-edited file).
+ * Returns what it did. A missing file is fine ("none").
+ */
+export async function repairJsonlTail(path: string): Promise<"none" | "removed" | "completed"> {
+  let fh;
+  try {
+    fh = await open(path, "r+");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return "none";
+    throw err;
+  }
+  try {
+    const { size } = await fh.stat();
+    if (size === 0) return "none";
+    // Scan back from the end for the last newline, 64 KiB at a time.
+    const block = new Uint8Array(64 * 1024);
+    let end = size;
+    let lastNl = -1;
+    while (end > 0 && lastNl < 0) {
+      const start = Math.max(0, end - block.length);
+      const { bytesRead } = await fh.read(block, 0, end - start, start);
+      const i = block.subarray(0, bytesRead).lastIndexOf(0x0a);
+      if (i >= 0) lastNl = start + i;
+      end = start;
+    }
+    if (lastNl === size - 1) return "none";
+    const tailStart = lastNl + 1;
+    const tail = new Uint8Array(size - tailStart);
+    await fh.read(tail, 0, tail.length, tailStart);
+    let ok = true;
+    try {
+      JSON.parse(decoder.decode(tail));
+    } catch {
+      ok = false;
+    }
+    if (ok) {
+      await fh.write(new Uint8Array([0x0a]), 0, 1, size);
+      return "completed";
+    }
+    await fh.truncate(tailStart);
+    return "removed";
+  } finally {
+    await fh.close();
+  }
+}
