@@ -5,7 +5,7 @@ BUN_VERSION := 1.4.5
 BUN := $(shell command -v bun 2>/dev/null || echo bun)
 RUN ?= data/runs/demo
 
-.PHONY: all setup demo test typecheck bench-vit-forward clean
+.PHONY: all setup demo test typecheck clean
 
 all: test
 
@@ -25,8 +25,12 @@ typecheck: setup
 demo: setup
 	bun scripts/demo.ts --run $(RUN)
 
-bench-vit-forward: setup
-	bun bench/run.ts vit-forward
+# bench-<name>: ours (bench/<name>.ts) vs PyTorch (bench/<name>.py), appended to bench/RESULTS.md
+bench-%: setup
+	@/usr/bin/python3 -c 'import torch, torchvision' 2>/dev/null || { \
+	  echo "installing PyTorch for the reference (Debian packages)"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-torch python3-torchvision libopenblas0-pthread; }
+	bun bench/run.ts $*
 
 clean:
 	rm -rf data/runs .cache bench/out

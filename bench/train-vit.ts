@@ -1,0 +1,35 @@
+// Ours: one training step (forward + backward + AdamW) of a ViT-S/16-shaped model, batch 8,
+// 224 px, every weight trainable. Loss: mean squared final hidden state (a stand-in objective
+// with the same backward cost). Prints one JSON line for bench/run.ts.
+import { parseArgs } from "node:util";
+import * as G from "../lib/graph/index.ts";
+import { vitForward } from "../lib/models/vit.ts";
+import { Params } from "../lib/nn/params.ts";
+import { Rng } from "../lib/rng.ts";
+import { AdamW } from "../lib/train/adamw.ts";
+import { timeIt } from "./timing.ts";
+import { VIT_S16, randomVitWeights } from "./vit-forward.ts";
+
+const { values } = parseArgs({ options: { threads: { type: "string", default: "2" }, iters: { type: "string", default: "3" }, batch: { type: "string", default: "8" } } });
+const batch = Number(values.batch);
+const source = randomVitWeights(VIT_S16, 0);
+const g = new G.Graph();
+const images = g.input("images", [batch, 3, 224, 224]);
+const p = new Params(g, source, { trainable: () => true });
+const h = vitForward(p, images, VIT_S16).lastHiddenState;
+const loss = G.reduceMean(G.mul(h, h), undefined, false);
+const names = [...p.trainable.keys()];
+const grads = G.grad(loss, names.map((n) => p.trainable.get(n)!));
+const outputs: Record<string, G.Tensor> = { loss };
+names.forEach((n, i) => (outputs[`grad:${n}`] = grads[i]!));
+const compiled = await G.compile(outputs, { threads: Number(values.threads) });
+
+const weights = new Map(names.map((n) => [n, Float32Array.from(source.float32(n))]));
+const opt = new AdamW({ lr: 1e-4, weightDecay: 0.01 });
+const x = new Rng(1).normals(batch * 3 * 224 * 224);
+async function step() {
+  const r = await compiled.run({ images: x, ...Object.fromEntries(weights) });
+  opt.step(weights, new Map(names.map((n) => [n, r[`grad:${n}`] as Float32Array])));
+}
+const seconds = await timeIt(step, Number(values.iters));
+console.log(JSON.stringify({ seconds, peakRssMB: process.resourceUsage().maxRSS / 1024 }));
