@@ -131,6 +131,19 @@ rule(["MatMul"], (n, [gy], need) => {
   return [ga, gb];
 });
 
+rule(["Gemm"], (n, [gy], need) => {
+  // Y = alpha A' B' + beta C. Each gradient is itself one Gemm with the transposes folded into its
+  // flags, so no transposed copy of a weight is ever materialized.
+  const [a, b, c] = n.inputs as [Tensor, Tensor, Tensor | undefined];
+  const tA = attrInt(n, "transA", 0) === 1, tB = attrInt(n, "transB", 0) === 1;
+  const alpha = attrFloat(n, "alpha", 1), beta = attrFloat(n, "beta", 1);
+  const g = gy!;
+  const ga = !need[0] ? null : tA ? O.gemm(b, g, null, { transA: tB, transB: true, alpha }) : O.gemm(g, b, null, { transB: !tB, alpha });
+  const gb = !need[1] ? null : tB ? O.gemm(g, a, null, { transA: true, transB: tA, alpha }) : O.gemm(a, g, null, { transA: !tA, alpha });
+  const gc = c && need[2] ? sumTo(beta === 1 ? g : O.mul(g, beta), c.shape) : null;
+  return [ga, gb, gc];
+});
+
 // ---- shape ops
 rule(["Reshape", "Squeeze", "Unsqueeze", "Flatten"], (n, [gy]) => [O.reshape(gy!, x0(n).shape)]);
 rule(["Transpose"], (n, [gy]) => {

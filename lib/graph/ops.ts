@@ -152,12 +152,36 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   return one(a.graph, "MatMul", [a, b], {}, shape, a.dtype);
 }
 
-/** x @ w^T + b with w stored [out, in] (the PyTorch nn.Linear layout). */
+export interface GemmOptions { transA?: boolean; transB?: boolean; alpha?: number; beta?: number }
+
+/** ONNX Gemm: alpha * A' B' + beta * C for 2-D A, B (A' = A^T when transA), C broadcast to the result. */
+export function gemm(a: Tensor, b: Tensor, c: Tensor | null, o: GemmOptions = {}): Tensor {
+  if (a.rank !== 2 || b.rank !== 2) throw new Error(`Gemm: operands must be 2-D, got ${fmt(a.shape)} and ${fmt(b.shape)}`);
+  const [m, k1] = o.transA ? [a.shape[1]!, a.shape[0]!] : [a.shape[0]!, a.shape[1]!];
+  const [k2, n] = o.transB ? [b.shape[1]!, b.shape[0]!] : [b.shape[0]!, b.shape[1]!];
+  if (k1 !== k2) throw new Error(`Gemm: cannot multiply ${fmt(a.shape)}${o.transA ? "^T" : ""} by ${fmt(b.shape)}${o.transB ? "^T" : ""}: inner dimensions ${k1} and ${k2} differ`);
+  if (c) broadcastShapes("Gemm", [m, n], c.shape);
+  const attrs: Record<string, Attr> = {};
+  if (o.transA) attrs.transA = int(1);
+  if (o.transB) attrs.transB = int(1);
+  if (o.alpha !== undefined && o.alpha !== 1) attrs.alpha = float(o.alpha);
+  if (o.beta !== undefined && o.beta !== 1) attrs.beta = float(o.beta);
+  return one(a.graph, "Gemm", c ? [a, b, c] : [a, b], attrs, [m, n], a.dtype);
+}
+
+/**
+ * x @ w^T + b with w stored [out, in] (the PyTorch nn.Linear layout). Lowered to one Gemm with
+ * transB over the flattened rows, so neither the forward nor the backward pass copies a
+ * transposed weight.
+ */
 export function linear(x: Tensor, w: Tensor, b?: Tensor): Tensor {
   if (w.rank !== 2) throw new Error(`linear: weight must be 2-D [out, in], got ${fmt(w.shape)}`);
-  if (x.shape[x.rank - 1] !== w.shape[1]) throw new Error(`linear: input ${fmt(x.shape)} has ${x.shape[x.rank - 1]} features, weight ${fmt(w.shape)} expects ${w.shape[1]}`);
-  const y = matmul(x, transpose(w, [1, 0]));
-  return b ? add(y, b) : y;
+  const k = x.shape[x.rank - 1];
+  if (k !== w.shape[1]) throw new Error(`linear: input ${fmt(x.shape)} has ${k} features, weight ${fmt(w.shape)} expects ${w.shape[1]}`);
+  if (b && (b.rank !== 1 || b.shape[0] !== w.shape[0])) throw new Error(`linear: bias ${fmt(b.shape)} does not match ${w.shape[0]} outputs`);
+  const rows = x.rank === 2 ? x : reshape(x, [-1, k!]);
+  const y = gemm(rows, w, b ?? null, { transB: true });
+  return x.rank === 2 ? y : reshape(y, [...x.shape.slice(0, -1), w.shape[0]!]);
 }
 
 // ---------------------------------------------------------------- shape ops
@@ -320,7 +344,9 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor | null, eps = 1
   const k = gamma.rank;
   if (!sameShape(x.shape.slice(x.rank - k), gamma.shape)) throw new Error(`LayerNormalization: input ${fmt(x.shape)} does not end with the weight's shape ${fmt(gamma.shape)}`);
   if (beta && !sameShape(beta.shape, gamma.shape)) throw new Error(`LayerNormalization: bias ${fmt(beta.shape)} and weight ${fmt(gamma.shape)} differ`);
-  return one(x.graph, "LayerNormalization", [x, gamma, beta], { axis: int(x.rank - k), epsilon: float(eps) }, x.shape, x.dtype);
+  // Without a bias the input is left off entirely: a trailing "" input makes onnxruntime 1.30's
+  // extended graph optimizations crash (segfault) while creating the session.
+  return one(x.graph, "LayerNormalization", beta ? [x, gamma, beta] : [x, gamma], { axis: int(x.rank - k), epsilon: float(eps) }, x.shape, x.dtype);
 }
 
 /** InstanceNormalization over the spatial axes of [N, C, ...] with per-channel scale and bias. */

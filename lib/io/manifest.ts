@@ -41,30 +41,44 @@ function validate<T>(file: string, line: number, schema: RowSchema<T>, value: un
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
+function truncatedLine(file: string, lineNo: number): ManifestError {
+  return new ManifestError(
+    `${file}:${lineNo}: truncated last line (no trailing newline, not valid JSON): the step that wrote ` +
+      `this file was probably interrupted mid-append. Rerun that step (it resumes and repairs the file), ` +
+      `or delete line ${lineNo}.`,
+    file,
+    lineNo,
+  );
+}
+
 function parseLine<T>(file: string, lineNo: number, bytes: Uint8Array, complete: boolean, schema: RowSchema<T>): T {
   let text: string;
   try {
     text = decoder.decode(bytes);
   } catch {
-    throw new ManifestError(`${file}:${lineNo}: invalid UTF-8`, file, lineNo);
+    // A cut inside a multi-byte character is a torn append too.
+    throw complete ? new ManifestError(`${file}:${lineNo}: invalid UTF-8`, file, lineNo) : truncatedLine(file, lineNo);
   }
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (err) {
-    if (!complete) {
-      throw new ManifestError(
-        `${file}:${lineNo}: truncated last line (no trailing newline, not valid JSON): the step that wrote ` +
-          `this file was probably interrupted mid-append. Rerun that step (it resumes and repairs the file), ` +
-          `or delete line ${lineNo}.`,
-        file,
-        lineNo,
-      );
-    }
+    if (!complete) throw truncatedLine(file, lineNo);
     const shown = text.length > 80 ? `${text.slice(0, 77)}...` : text;
     throw new ManifestError(`${file}:${lineNo}: invalid JSON: ${(err as Error).message} in ${JSON.stringify(shown)}`, file, lineNo);
   }
   return validate(file, lineNo, schema, value);
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
 }
 
 function isBlank(bytes: Uint8Array): boolean {
@@ -89,28 +103,24 @@ export async function* readJsonl<T>(path: string, schema: RowSchema<T>): AsyncGe
   }
   try {
     const chunk = new Uint8Array(64 * 1024);
-    let carry = new Uint8Array(0); // bytes of a line that started in an earlier chunk
+    let pending: Uint8Array[] = []; // pieces of a line that started in earlier chunks
     let lineNo = 0;
     for (;;) {
       const { bytesRead } = await fh.read(chunk, 0, chunk.length, null);
       if (bytesRead === 0) break;
-      let data = chunk.subarray(0, bytesRead);
-      if (carry.length > 0) {
-        const joined = new Uint8Array(carry.length + data.length);
-        joined.set(carry);
-        joined.set(data, carry.length);
-        data = joined;
-      }
+      const data = chunk.subarray(0, bytesRead);
       let start = 0;
-      for (let nl = data.indexOf(0x0a, start); nl !== -1; nl = data.indexOf(0x0a, start)) {
+      for (let nl = data.indexOf(0x0a); nl !== -1; nl = data.indexOf(0x0a, start)) {
         lineNo++;
-        const line = data.subarray(start, nl);
+        const line = pending.length > 0 ? concat([...pending, data.subarray(start, nl)]) : data.subarray(start, nl);
+        pending = [];
         start = nl + 1;
         if (!isBlank(line)) yield parseLine(path, lineNo, line, true, schema);
       }
-      carry = data.slice(start); // copy: `chunk` is reused by the next read
+      if (start < data.length) pending.push(data.slice(start)); // copy: `chunk` is reused by the next read
     }
-    if (carry.length > 0 && !isBlank(carry)) yield parseLine(path, lineNo + 1, carry, false, schema);
+    const last = concat(pending.length > 0 ? pending : [new Uint8Array(0)]);
+    if (!isBlank(last)) yield parseLine(path, lineNo + 1, last, false, schema);
   } finally {
     await fh.close();
   }

@@ -4,7 +4,9 @@
 // the start of the data section) plus an optional "__metadata__" string -> string map.
 //
 // Reading maps the file (Bun.mmap, MAP_PRIVATE) and hands out typed-array views on the mapped
-// bytes: no copy, no allocation per tensor. Caveats of the mapping:
+// bytes: no copy, no allocation per tensor. A JS ArrayBuffer holds at most 4 GiB, so a larger file
+// gets one mapping per tensor instead of one for the whole file (same views, same API); without
+// Bun.mmap, files are read with readFileSync (or per tensor past 2 GiB). Caveats of the mapping:
 //  - writing into a view changes this process's copy only (copy-on-write), never the file, but
 //    every view of the same open file sees the change;
 //  - truncating the file in place while it is mapped crashes the process (SIGBUS). Our own writes
@@ -13,7 +15,7 @@
 // first, so every tensor's data is aligned to its element size) then by name, compact JSON header
 // padded with spaces to a multiple of 8 bytes.
 
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from "node:fs";
 import { extname } from "node:path";
 import { writeFileAtomic } from "./atomic.ts";
 import { UserError } from "./errors.ts";
@@ -233,10 +235,49 @@ interface Entry extends TensorInfo {
   end: number;
 }
 
-function loadBytes(path: string): Uint8Array {
-  // MAP_PRIVATE: a stray write into a view must never reach the user's weights file.
-  if (typeof Bun !== "undefined" && typeof Bun.mmap === "function") return Bun.mmap(path, { shared: false });
-  return readFileSync(path);
+/** Largest file mapped as one typed array (JSC's ArrayBuffer limit is 4 GiB). */
+const WHOLE_MAP_LIMIT = 2 ** 32;
+
+/** Reads byte ranges of the file: views on one mapping, or per-range mappings for huge files. */
+interface ByteSource {
+  /** Bytes [offset, offset + length) of the file, as a view whenever possible. */
+  range(offset: number, length: number): Uint8Array;
+}
+
+function openSource(path: string, size: number, mapping: "auto" | "per-tensor"): ByteSource {
+  const hasMmap = typeof Bun !== "undefined" && typeof Bun.mmap === "function";
+  if (mapping === "auto" && size <= WHOLE_MAP_LIMIT) {
+    let whole: Uint8Array | undefined;
+    try {
+      // MAP_PRIVATE: a stray write into a view must never reach the user's weights file.
+      whole = hasMmap ? Bun.mmap(path, { shared: false }) : size < 2 ** 31 ? readFileSync(path) : undefined;
+    } catch (err) {
+      if (!(err instanceof RangeError)) throw err; // out of address space: map per tensor instead
+    }
+    if (whole) {
+      const w = whole;
+      return { range: (offset, length) => w.subarray(offset, offset + length) };
+    }
+  }
+  // Files over 4 GiB (an SDXL UNet in fp32): map (or read) each tensor on its own.
+  return {
+    range(offset, length) {
+      if (length === 0) return new Uint8Array(0); // mmap size 0 would mean "to the end of the file"
+      if (hasMmap) return Bun.mmap(path, { shared: false, offset, size: length });
+      const out = new Uint8Array(length);
+      const fd = openSync(path, "r");
+      try {
+        for (let done = 0; done < length; ) {
+          const n = readSync(fd, out, done, length - done, offset + done);
+          if (n === 0) throw new SafetensorsError(`${path}: file shrank while being read`);
+          done += n;
+        }
+      } finally {
+        closeSync(fd);
+      }
+      return out;
+    },
+  };
 }
 
 function looksLikePickle(head: Uint8Array): string | undefined {
@@ -255,8 +296,16 @@ function isNonNegInt(x: unknown): x is number {
   return typeof x === "number" && Number.isSafeInteger(x) && x >= 0;
 }
 
+export interface OpenOptions {
+  /**
+   * "auto" (default): one mapping of the whole file when it is at most 4 GiB, else one per tensor.
+   * "per-tensor": always one mapping per tensor (what files over 4 GiB use; exposed for tests).
+   */
+  mapping?: "auto" | "per-tensor";
+}
+
 /** Opens and validates a safetensors file. Throws a SafetensorsError naming the file when it is bad. */
-export function openSafetensors(path: string): SafetensorsFile {
+export function openSafetensors(path: string, options: OpenOptions = {}): SafetensorsFile {
   refuseUnsafeWeights(path);
   const bad = (what: string) => new SafetensorsError(`${path}: ${what}`);
   if (!existsSync(path)) throw bad("no such file");
@@ -266,11 +315,11 @@ export function openSafetensors(path: string): SafetensorsFile {
   if (size < 8) {
     throw bad(`truncated: the file is ${size} bytes, shorter than the 8-byte header length that starts every safetensors file (an interrupted download or copy?)`);
   }
-  const buf = loadBytes(path);
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const n64 = dv.getBigUint64(0, true);
+  const src = openSource(path, size, options.mapping ?? "auto");
+  const lead = src.range(0, 8);
+  const n64 = new DataView(lead.buffer, lead.byteOffset, 8).getBigUint64(0, true);
   if (n64 > BigInt(size - 8)) {
-    const pickle = looksLikePickle(buf.subarray(0, 2));
+    const pickle = looksLikePickle(lead);
     if (pickle) throw bad(pickleRefusal(path, pickle).slice(path.length + 2));
     throw bad(`header length ${n64} is larger than the rest of the file (${size - 8} bytes): the file is truncated or is not a safetensors file`);
   }
@@ -281,7 +330,7 @@ export function openSafetensors(path: string): SafetensorsFile {
 
   let header: unknown;
   try {
-    const text = new TextDecoder("utf-8", { fatal: true }).decode(buf.subarray(8, dataStart));
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(src.range(8, n));
     header = JSON.parse(text);
   } catch (err) {
     throw bad(`malformed JSON header (${n} bytes at offset 8): ${(err as Error).message}`);
@@ -341,15 +390,29 @@ export function openSafetensors(path: string): SafetensorsFile {
     if (!e) throw new SafetensorsError(`${path}: no tensor named "${name}" (${missingHint(name, [...byName.keys()])})`);
     return e;
   };
+  const cache = new Map<string, Uint8Array>();
+  const bytes = (name: string): Uint8Array => {
+    const e = get(name);
+    let b = cache.get(name);
+    if (!b) {
+      try {
+        b = src.range(e.byteOffset, e.byteLength);
+      } catch (err) {
+        if (!(err instanceof RangeError)) throw err;
+        throw new SafetensorsError(`${path}: tensor "${name}" is ${e.byteLength} bytes, more than one typed array can hold here (4 GiB); split it when converting the checkpoint`);
+      }
+      cache.set(name, b);
+    }
+    return b;
+  };
   const view = (name: string): TensorArray => {
     const e = get(name);
+    const b = bytes(name);
     const Ctor = VIEW_CTOR[e.dtype];
     const elem = DTYPE_SIZE[e.dtype];
-    const abs = buf.byteOffset + e.byteOffset;
-    if (abs % elem === 0) return new Ctor(buf.buffer as ArrayBuffer, abs, e.byteLength / elem);
+    if (b.byteOffset % elem === 0) return new Ctor(b.buffer as ArrayBuffer, b.byteOffset, e.byteLength / elem);
     // Misaligned for its element type: a typed array cannot start here, so copy.
-    const copy = buf.slice(e.byteOffset, e.byteOffset + e.byteLength);
-    return new Ctor(copy.buffer, 0, e.byteLength / elem);
+    return new Ctor(b.slice().buffer, 0, e.byteLength / elem);
   };
 
   return {
@@ -364,10 +427,7 @@ export function openSafetensors(path: string): SafetensorsFile {
       return { dtype, shape: [...shape], byteOffset, byteLength };
     },
     view,
-    bytes: (name) => {
-      const e = get(name);
-      return buf.subarray(e.byteOffset, e.byteOffset + e.byteLength);
-    },
+    bytes,
     float32: (name) => {
       const e = get(name);
       const v = view(name);

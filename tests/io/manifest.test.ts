@@ -79,6 +79,13 @@ describe("readJsonl", () => {
     expect(seen).toEqual(["a"]);
   });
 
+  test("a torn append cut inside a multi-byte character is also reported as truncated", async () => {
+    const snow = new TextEncoder().encode('{"id":"☃"}');
+    const q = join(dir, "torn-utf8.jsonl");
+    writeFileSync(q, new Uint8Array([...new TextEncoder().encode('{"id":"a","seed":1,"tags":[]}\n'), ...snow.subarray(0, 8)]));
+    expect((await errorOf(readJsonlAll(q, Row))).message).toStartWith(`${q}:2: truncated last line`);
+  });
+
   test("a complete final row without its newline (hand-edited file) is accepted", async () => {
     const rows = await readJsonlAll(put("nonl.jsonl", '{"id":"a","seed":1,"tags":[]}\n{"id":"b","seed":2,"tags":[]}'), Row);
     expect(rows.map((r) => r.id)).toEqual(["a", "b"]);

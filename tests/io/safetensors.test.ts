@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { UserError } from "../../lib/io/errors.ts";
@@ -163,6 +163,43 @@ describe("round trip", () => {
     expect(v.buffer).not.toBe(f.bytes("w").buffer);
     expect([...f.float32("w")]).toEqual([1.5, -2]);
     expect([...f.view("a")]).toEqual([7, 9]);
+  });
+
+  test("per-tensor mapping (used for files over 4 GiB) gives the same tensors", async () => {
+    const p = join(dir, "per-tensor.safetensors");
+    await writeSafetensors(p, {
+      w: { dtype: "F32", shape: [3], data: new Float32Array([1, 2, 3]) },
+      e: { dtype: "F32", shape: [0], data: new Float32Array(0) },
+      h: { dtype: "BF16", shape: [2], data: new Float32Array([0.5, -4]) },
+    });
+    const f = openSafetensors(p, { mapping: "per-tensor" });
+    expect([...f.view("w")]).toEqual([1, 2, 3]);
+    expect(f.view("e").length).toBe(0);
+    expect([...f.float32("h")]).toEqual([0.5, -4]);
+    expect(f.view("w").buffer).toBe(f.bytes("w").buffer);
+  });
+
+  test("a sparse 4.5 GiB file opens in per-tensor mode", () => {
+    const p = join(dir, "huge.safetensors");
+    const A = 2_500_000_000;
+    const B = 2_000_000_000;
+    let header = `{"a":{"dtype":"U8","shape":[${A}],"data_offsets":[0,${A}]},"b":{"dtype":"F32","shape":[${B / 4}],"data_offsets":[${A},${A + B}]}}`;
+    header = header.padEnd(Math.ceil(header.length / 8) * 8, " ");
+    const head = handFile(header);
+    const fd = openSync(p, "w");
+    try {
+      writeSync(fd, head);
+      writeSync(fd, f32Bytes([7]), 0, 4, head.length + A + B - 4); // the last float of "b"
+      ftruncateSync(fd, head.length + A + B); // sparse: no disk blocks for the zeros
+    } finally {
+      closeSync(fd);
+    }
+    const f = openSafetensors(p);
+    const b = f.view("b");
+    expect(b.length).toBe(B / 4);
+    expect(b[b.length - 1]).toBe(7);
+    expect(f.view("a")[A - 1]).toBe(0);
+    rmSync(p);
   });
 
   test("a hand-written fixture following the spec reads back (keys in any order)", () => {

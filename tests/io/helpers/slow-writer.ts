@@ -9,7 +9,7 @@ const chunk = new Uint8Array(4 << 20).fill(0xab);
 async function* slowChunks(): AsyncGenerator<Uint8Array> {
   for (let written = 0; written < Number(mib) << 20; written += chunk.length) {
     yield chunk;
-    await Bun.sleep(10);
+    await Bun.sleep(25);
   }
 }
 
