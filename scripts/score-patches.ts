@@ -1,0 +1,242 @@
+// Patch quality estimation (PatchDPO, DESIGN.md section 1 item 2): for every (reference,
+// generated) pair, patch features from a vision encoder, q_gen / q_ref quality maps, the maps at
+// the latent grid the trainer uses, and a heatmap a person can look at.
+//
+//   bun scripts/score-patches.ts --run data/runs/r1                  # references + generations
+//   bun scripts/score-patches.ts --pairs pairs.jsonl --out scores/   # {"id","reference","generated"}
+//
+// Writes patch-scores.jsonl, patch-scores/<id>.safetensors (q_gen, q_ref at encoder resolution and
+// at the latent grid) and heatmaps/<id>.png. Resumable: rows already in patch-scores.jsonl are
+// skipped (--force redoes them); a row is appended only after its files are written.
+
+import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { dirname, isAbsolute, join, relative, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { type } from "arktype";
+import { DEVICES, type Device } from "../lib/graph/index.ts";
+import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
+import { type RgbImage, loadImage } from "../lib/io/images.ts";
+import { appendJsonl, readJsonlAll, repairJsonlTail, writeJsonl } from "../lib/io/manifest.ts";
+import { progress } from "../lib/io/progress.ts";
+import { type Shard, inShard, parseShard, runPaths, shardPath } from "../lib/io/rundir.ts";
+import { recordStep } from "../lib/io/runlog.ts";
+import { writeSafetensors } from "../lib/io/safetensors.ts";
+import { GenerationRow, PairRow, PatchScoreRow, ReferenceRow } from "../lib/io/schemas.ts";
+import { type Featurizer, loadFeaturizer } from "../lib/models/featurizer.ts";
+import { writeHeatmapPng } from "../lib/patch/heatmap.ts";
+import { backgroundMask, lowShare, normalizeQuality, qualityMaps, resizeMap } from "../lib/patch/quality.ts";
+
+export interface ScoreOptions {
+  /** Run directory (reads references.jsonl + generations.jsonl, writes there). */
+  run?: string;
+  /** Explicit pairs file; image paths relative to it. */
+  pairs?: string;
+  /** Output folder for --pairs (default: the pairs file's folder). */
+  out?: string;
+  /** "default" (embedded MobileNetV2) or an encoder folder. */
+  encoder: string;
+  featureLayer?: string;
+  /** Side of the square latent grid the maps are resized to (64 for 512 px SD). */
+  latentGrid: number;
+  /** Generated patches below this [0,1] quality count as low quality. */
+  lowThreshold: number;
+  normalization: "clamp" | "minmax";
+  batch: number;
+  shard?: Shard;
+  device: Device;
+  threads: number;
+  force: boolean;
+  /** Featurizer to reuse across calls (notebooks, tests). */
+  featurizer?: Featurizer;
+}
+
+export const DEFAULTS = {
+  encoder: "default", latentGrid: 64, lowThreshold: 0.5, normalization: "clamp", batch: 8, device: "cpu", threads: 0, force: false,
+} as const satisfies Partial<ScoreOptions>;
+
+interface Pair { id: string; referenceId?: string; reference: string; generated: string; refAbs: string; genAbs: string }
+
+/** Pairs from a run directory: every generation with its reference. Fails on mismatched manifests. */
+async function pairsFromRun(run: string): Promise<Pair[]> {
+  const paths = runPaths(run);
+  for (const f of [paths.references, paths.generations]) {
+    if (!existsSync(f)) throw new UserError(`${f} is missing: score-patches needs references.jsonl and generations.jsonl in the run (run generate-images first, or pass --pairs)`);
+  }
+  const refs = new Map((await readJsonlAll(paths.references, ReferenceRow)).map((r) => [r.id, r]));
+  const gens = await readJsonlAll(paths.generations, GenerationRow);
+  return gens.map((g, i) => {
+    const r = refs.get(g.referenceId);
+    if (!r) throw new UserError(`${paths.generations}:${i + 1}: referenceId "${g.referenceId}" is not in ${paths.references} (the manifests do not match; regenerate or fix the row)`);
+    return { id: g.id, referenceId: r.id, reference: r.image, generated: g.image, refAbs: paths.resolve(r.image), genAbs: paths.resolve(g.image) };
+  });
+}
+
+async function pairsFromFile(file: string): Promise<Pair[]> {
+  if (!existsSync(file)) throw new UserError(`pairs file ${file} does not exist`);
+  const base = dirname(resolve(file));
+  const rows = await readJsonlAll(file, PairRow);
+  const seen = new Set<string>();
+  return rows.map((r, i) => {
+    if (seen.has(r.id)) throw new UserError(`${file}:${i + 1}: duplicate id "${r.id}"`);
+    seen.add(r.id);
+    const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
+    return { id: r.id, reference: r.reference, generated: r.generated, refAbs: abs(r.reference), genAbs: abs(r.generated) };
+  });
+}
+
+/** Mean over the finite entries (masked reference patches are NaN). */
+function finiteMean(a: Float32Array): number {
+  let s = 0, n = 0;
+  for (const v of a) if (Number.isFinite(v)) { s += v; n++; }
+  return n ? s / n : 0;
+}
+
+export async function run(o: ScoreOptions): Promise<{ scored: number; skipped: number; manifest: string }> {
+  if (!!o.run === !!o.pairs) throw new UsageError("give exactly one of --run <dir> or --pairs <file.jsonl>");
+  const outDir = resolve(o.run ?? o.out ?? dirname(resolve(o.pairs!)));
+  const pairs = o.run ? await pairsFromRun(o.run) : await pairsFromFile(o.pairs!);
+  if (pairs.length === 0) throw new UserError(`nothing to score: ${o.run ? `${o.run}/generations.jsonl` : o.pairs} has no rows`);
+  const mine = pairs.filter((p) => inShard(p.id, o.shard));
+  // Check every image exists before any work, so a typo fails fast and writes nothing.
+  for (const p of mine) for (const f of [p.refAbs, p.genAbs]) if (!existsSync(f)) throw new UserError(`pair "${p.id}": image ${f} does not exist`);
+
+  const paths = runPaths(outDir);
+  const manifest = o.shard ? shardPath(paths.patchScores, o.shard) : paths.patchScores;
+  if (o.force && existsSync(manifest)) rmSync(manifest);
+  const done = new Set<string>();
+  if (existsSync(manifest)) {
+    await repairJsonlTail(manifest); // a crash mid-append leaves a partial last line
+    for (const r of await readJsonlAll(manifest, PatchScoreRow)) done.add(r.id);
+  }
+  const todo = mine.filter((p) => !done.has(p.id));
+  mkdirSync(paths.patchScoresDir, { recursive: true });
+  mkdirSync(paths.heatmapsDir, { recursive: true });
+  const feat = o.featurizer ?? (await loadFeaturizer(o.encoder, { device: o.device, threads: o.threads, featureLayer: o.featureLayer, batchSize: o.batch }));
+  const bar = progress(todo.length, "score-patches");
+  const rel = (abs: string) => relative(outDir, abs).split("\\").join("/");
+
+  for (let i = 0; i < todo.length; i += o.batch) {
+    const chunk = todo.slice(i, i + o.batch);
+    const refs: RgbImage[] = [];
+    const gens: RgbImage[] = [];
+    for (const p of chunk) {
+      refs.push(await loadImage(p.refAbs));
+      gens.push(await loadImage(p.genAbs));
+    }
+    const [fr, fg] = [await feat.features(refs), await feat.features(gens)];
+    const [C, h, w] = fg.patchShape;
+    const per = C * h * w;
+    for (let k = 0; k < chunk.length; k++) {
+      const p = chunk[k]!;
+      const mask = backgroundMask(refs[k]!, h, w);
+      const q = qualityMaps(
+        { data: fg.patches.subarray(k * per, (k + 1) * per), c: C, h, w },
+        { data: fr.patches.subarray(k * per, (k + 1) * per), c: C, h, w },
+        mask,
+      );
+      const norm = { mode: o.normalization } as const;
+      const qGen = normalizeQuality(q.qGen, norm);
+      const qRef = normalizeQuality(q.qRef, norm);
+      const L = o.latentGrid;
+      const scoresRel = `patch-scores/${p.id}.safetensors`;
+      const heatRel = `heatmaps/${p.id}.png`;
+      await writeSafetensors(join(outDir, scoresRel), {
+        q_gen: { dtype: "F32", shape: [h, w], data: qGen },
+        q_ref: { dtype: "F32", shape: [h, w], data: qRef },
+        q_gen_latent: { dtype: "F32", shape: [L, L], data: resizeMap(qGen, h, w, L, L) },
+        q_ref_latent: { dtype: "F32", shape: [L, L], data: resizeMap(qRef, h, w, L, L) },
+        ref_mask: { dtype: "U8", shape: [h, w], data: mask },
+      }, { encoder: feat.name, normalization: o.normalization, reference: p.reference, generated: p.generated });
+      await writeHeatmapPng(join(outDir, heatRel), refs[k]!, gens[k]!, qGen, h, w);
+      await appendJsonl(manifest, {
+        id: p.id,
+        ...(p.referenceId ? { referenceId: p.referenceId } : {}),
+        reference: o.run ? p.reference : rel(p.refAbs),
+        generated: o.run ? p.generated : rel(p.genAbs),
+        qGenMean: finiteMean(qGen),
+        qRefMean: finiteMean(qRef),
+        lowShare: lowShare(qGen, o.lowThreshold),
+        scores: scoresRel,
+        heatmap: heatRel,
+        encoder: o.encoder,
+      }, PatchScoreRow);
+      bar.tick();
+    }
+  }
+  bar.done();
+  return { scored: todo.length, skipped: mine.length - todo.length, manifest };
+}
+
+/** Joins the shard manifests (`--merge`) into patch-scores.jsonl. */
+export async function merge(runDir: string, count: number): Promise<number> {
+  const paths = runPaths(runDir);
+  const rows: PatchScoreRow[] = [];
+  for (let index = 0; index < count; index++) {
+    const f = shardPath(paths.patchScores, { index, count });
+    if (!existsSync(f)) throw new UserError(`--merge: shard file ${f} is missing (did shard ${index}/${count} finish?)`);
+    rows.push(...(await readJsonlAll(f, PatchScoreRow)));
+  }
+  await writeJsonl(paths.patchScores, rows, PatchScoreRow);
+  return rows.length;
+}
+
+const HELP = `score-patches: patch quality maps (q_gen, q_ref) and heatmaps for (reference, generated) pairs
+
+usage: bun scripts/score-patches.ts (--run <dir> | --pairs <file.jsonl> [--out <dir>]) [options]
+
+  --run <dir>             run directory with references.jsonl + generations.jsonl
+  --pairs <file>          JSONL rows {"id", "reference", "generated"}, image paths relative to the file
+  --out <dir>             where --pairs results go (default: the pairs file's folder)
+  --encoder <spec>        "default" (embedded MobileNetV2) or an encoder folder (default: ${DEFAULTS.encoder})
+  --feature-layer <name>  MobileNetV2 feature map: out_relu (7x7) or block_13_expand_relu (14x14)
+  --latent-grid <n>       side of the latent-resolution maps (default: ${DEFAULTS.latentGrid}; 64 for 512 px SD, 128 for SDXL)
+  --low-threshold <q>     quality below which a generated patch counts as low (default: ${DEFAULTS.lowThreshold})
+  --normalization <m>     clamp | minmax (default: ${DEFAULTS.normalization}; see lib/patch/quality.ts)
+  --batch <n>             images per encoder batch (default: ${DEFAULTS.batch})
+  --shard <i/n>           score only shard i of n (writes patch-scores.shard-i-of-n.jsonl)
+  --merge <n>             join n shard manifests into patch-scores.jsonl and exit
+  --device <d>            cpu | cuda | webgpu (default: ${DEFAULTS.device})
+  --threads <n>           intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
+  --force                 rescore pairs already in the manifest
+  -h, --help              this help`;
+
+if (import.meta.main) {
+  await runMain(async () => {
+    const { values: v } = parseArgs({
+      args: Bun.argv.slice(2),
+      options: {
+        run: { type: "string" }, pairs: { type: "string" }, out: { type: "string" },
+        encoder: { type: "string", default: DEFAULTS.encoder }, "feature-layer": { type: "string" },
+        "latent-grid": { type: "string", default: String(DEFAULTS.latentGrid) },
+        "low-threshold": { type: "string", default: String(DEFAULTS.lowThreshold) },
+        normalization: { type: "string", default: DEFAULTS.normalization },
+        batch: { type: "string", default: String(DEFAULTS.batch) },
+        shard: { type: "string" }, merge: { type: "string" },
+        device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) },
+        force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
+      },
+    });
+    if (v.help) return console.log(HELP);
+    const Flags = type({
+      latentGrid: "number.integer > 0", lowThreshold: "0 <= number <= 1", batch: "number.integer > 0", threads: "number.integer >= 0",
+      normalization: "'clamp' | 'minmax'", device: type.enumerated(...DEVICES),
+    });
+    const flags = Flags({
+      latentGrid: Number(v["latent-grid"]), lowThreshold: Number(v["low-threshold"]), batch: Number(v.batch), threads: Number(v.threads),
+      normalization: v.normalization, device: v.device,
+    });
+    if (flags instanceof type.errors) throw new UsageError(`bad flag: ${flags.summary}\n\n${HELP}`);
+    if (v.merge) {
+      if (!v.run) throw new UsageError("--merge needs --run <dir>");
+      const n = await merge(v.run, Number(v.merge));
+      return console.log(`merged ${n} rows into ${runPaths(v.run).patchScores}`);
+    }
+    const opts: ScoreOptions = {
+      run: v.run, pairs: v.pairs, out: v.out, encoder: v.encoder!, featureLayer: v["feature-layer"], force: v.force!,
+      shard: v.shard ? parseShard(v.shard) : undefined, ...flags,
+    };
+    const t0 = performance.now();
+    const res = await recordStep(resolve(opts.run ?? opts.out ?? dirname(resolve(opts.pairs ?? "."))), "score-patches", { ...opts }, () => run(opts));
+    console.log(`scored ${res.scored} pairs (${res.skipped} already done) in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${res.manifest}`);
+  });
+}
