@@ -300,14 +300,12 @@ function convAttrs(n: Node, w: Tensor): ConvAttrs {
  */
 function convWeightGrad(x: Tensor, gy: Tensor, a: ConvAttrs): Tensor {
   const [N, C] = x.shape as [number, number];
-  const M = gy.shape[1]!;
   const G = a.group, Cg = C / G;
   const sp = x.shape.slice(2);
   const xs = O.reshape(O.transpose(O.reshape(x, [N, G, Cg, ...sp]), [2, 1, 0, ...sp.map((_, i) => 3 + i)]), [Cg, G * N, ...sp]);
   const ws = O.transpose(gy, [1, 0, ...sp.map((_, i) => 2 + i)]); // [M, N, *out]
   const full = O.conv(xs, ws, null, { stride: a.dilations, dilation: a.strides, padding: a.pads, groups: G }); // [Cg, M, *k']
   const cropped = O.slice(full, a.kernel.map(() => 0), a.kernel, a.kernel.map((_, i) => 2 + i));
-  void M;
   return O.transpose(cropped, [1, 0, ...sp.map((_, i) => 2 + i)]);
 }
 
@@ -317,13 +315,10 @@ rule(["Conv"], (n, [gy], need) => {
   const sp = a.kernel.length;
   let gx: Tensor | null = null;
   if (need[0]) {
-    // The transposed convolution maps gy back to x's shape; output_padding recovers rows that the
-    // forward's floor() dropped.
+    // The transposed convolution maps gy back to x's shape; output_padding recovers the rows
+    // that the forward's floor() dropped (always fewer than the stride).
     const outPad = a.kernel.map((k, i) => x.shape[2 + i]! - ((gy!.shape[2 + i]! - 1) * a.strides[i]! + (k - 1) * a.dilations[i]! + 1 - a.pads[i]! - a.pads[i + sp]!));
-    const big = outPad.some((p, i) => p >= Math.max(a.strides[i]!, a.dilations[i]!));
-    const padEnd = big ? outPad : outPad.map(() => 0);
-    gx = O.convTranspose(gy!, w, null, { stride: a.strides, padding: a.pads, dilation: a.dilations, groups: a.group, outputPadding: big ? outPad.map(() => 0) : outPad });
-    if (big) gx = O.pad(gx, [...new Array(2 + sp).fill(0), 0, 0, ...padEnd]);
+    gx = O.convTranspose(gy!, w, null, { stride: a.strides, padding: a.pads, dilation: a.dilations, groups: a.group, outputPadding: outPad });
   }
   return [
     gx,
@@ -334,10 +329,6 @@ rule(["Conv"], (n, [gy], need) => {
 rule(["ConvTranspose"], (n, [gy], need) => {
   const [x, w, b] = n.inputs as [Tensor, Tensor, Tensor | undefined];
   const a = convAttrs(n, w);
-  const outPad = attrInts(n, "output_padding") ?? a.kernel.map(() => 0);
-  if (outPad.some((p) => p !== 0) && need[1]) {
-    // gy's trailing output-padding rows do not depend on x; crop them for the weight gradient.
-  }
   return [
     need[0] ? O.conv(gy!, w, null, { stride: a.strides, padding: a.pads, dilation: a.dilations, groups: a.group }) : null,
     // ConvTranspose's weight gradient is Conv's with the roles of input and output gradient swapped.
@@ -363,9 +354,7 @@ rule(["AveragePool"], (n, [gy]) => {
   const ones = x.graph.constant(new Float32Array(C * product(k)).fill(1), [C, 1, ...k]);
   const sp = k.length;
   const outPad = k.map((kk, i) => x.shape[2 + i]! - ((gy!.shape[2 + i]! - 1) * strides[i]! + kk - pads[i]! - pads[i + sp]!));
-  let gx = O.convTranspose(g, ones, null, { stride: strides, padding: pads, groups: C, outputPadding: outPad.map((p, i) => (p < strides[i]! ? p : 0)) });
-  if (outPad.some((p, i) => p >= strides[i]!)) gx = O.pad(gx, [...new Array(2 + sp).fill(0), 0, 0, ...outPad.map((p, i) => (p >= strides[i]! ? p : 0))]);
-  return [gx];
+  return [O.convTranspose(g, ones, null, { stride: strides, padding: pads, groups: C, outputPadding: outPad })];
 });
 rule(["MaxPool"], (n, [gy]) => {
   // MaxPool's optional Indices output: the flat (N*C*H*W) position of each window's maximum.

@@ -227,6 +227,8 @@ export function unsqueeze(x: Tensor, axes: readonly number[]): Tensor {
 export function squeeze(x: Tensor, axes: readonly number[]): Tensor {
   const norm = axes.map((a) => normAxis("Squeeze", a, x.rank));
   for (const a of norm) if (x.shape[a] !== 1) throw new Error(`Squeeze: axis ${a} of ${fmt(x.shape)} is not 1`);
+  // No axes is a no-op; ONNX would read empty axes as "squeeze every 1".
+  if (norm.length === 0) return x;
   return one(x.graph, "Squeeze", [x, i64(x.graph, norm)], {}, x.shape.filter((_, i) => !norm.includes(i)), x.dtype);
 }
 
@@ -257,7 +259,7 @@ export function split(x: Tensor, sizes: readonly number[], axis: number): Tensor
   return x.graph.addNode("Split", [x, i64(x.graph, sizes)], { axis: int(a) }, outs);
 }
 
-/** Slice along the given axes with numpy rules (negative and out-of-range indices clamp). */
+/** Slice along the given axes with ONNX rules (negative indices count from the end, out-of-range ones clamp). */
 export function slice(x: Tensor, starts: readonly number[], ends: readonly number[], axes?: readonly number[], steps?: readonly number[]): Tensor {
   const ax = (axes ?? starts.map((_, i) => i)).map((a) => normAxis("Slice", a, x.rank));
   const st = steps ?? starts.map(() => 1);
@@ -267,7 +269,8 @@ export function slice(x: Tensor, starts: readonly number[], ends: readonly numbe
     const step = st[i]!;
     if (step === 0) throw new Error("Slice: step cannot be 0");
     const clampIdx = (v: number, lo: number, hi: number) => Math.min(Math.max(v < 0 ? v + dim : v, lo), hi);
-    const s = step > 0 ? clampIdx(starts[i]!, 0, dim) : clampIdx(starts[i]!, -1, dim - 1);
+    // ONNX (not numpy): with a negative step the start clamps to [0, dim - 1], the end to [-1, dim - 1].
+    const s = step > 0 ? clampIdx(starts[i]!, 0, dim) : clampIdx(starts[i]!, 0, dim - 1);
     const e = step > 0 ? clampIdx(ends[i]!, 0, dim) : clampIdx(ends[i]!, -1, dim - 1);
     shape[a] = Math.max(0, Math.ceil((e - s) / step));
   });
@@ -312,6 +315,8 @@ function reduceShape(op: string, x: Tensor, axes: readonly number[] | undefined,
 
 function reduce(op: string, x: Tensor, axes: readonly number[] | undefined, keepdims: boolean): Tensor {
   const r = reduceShape(op, x, axes, keepdims);
+  // No axes is a no-op (numpy's axis=()); ONNX would read empty axes as "reduce everything".
+  if (r.axes.length === 0) return x;
   // Opset 17: ReduceSum takes axes as an input, the others as an attribute.
   if (op === "ReduceSum") return one(x.graph, op, [x, i64(x.graph, r.axes)], { keepdims: int(keepdims ? 1 : 0) }, r.shape, x.dtype);
   return one(x.graph, op, [x], { axes: ints(r.axes), keepdims: int(keepdims ? 1 : 0) }, r.shape, x.dtype);
