@@ -300,6 +300,67 @@ def adamw():
     write_safetensors(os.path.join(OUT, "adamw.safetensors"), out, meta)
 
 
+# ------------------------------------------------------------------------------ IP-Adapter-Plus Resampler
+
+def resampler():
+    """IP-Adapter's Resampler (ip_adapter/resampler.py semantics): proj_in, depth x (PerceiverAttention
+    over [x ; latents] with q and k each scaled by dim_head**-0.25, FeedForward LayerNorm -> Linear ->
+    GELU -> Linear, both without bias), proj_out, norm_out. LayerNorm eps 1e-5."""
+    E, D, depth, dh, heads, Q, O, mult, B, L = 12, 16, 2, 4, 2, 3, 10, 2, 2, 5
+    inner = dh * heads
+    d = Draw(6)
+    w = {"image_proj.latents": d.randn(1, Q, D, scale=D ** -0.5)}
+
+    def lin(name, o, i, bias=True):
+        w[f"{name}.weight"] = d.randn(o, i, scale=1 / math.sqrt(i))
+        if bias:
+            w[f"{name}.bias"] = d.randn(o, scale=0.1)
+
+    def norm(name, c):
+        w[f"{name}.weight"] = d.randn(c, scale=0.1, shift=1.0)
+        w[f"{name}.bias"] = d.randn(c, scale=0.1)
+
+    lin("image_proj.proj_in", D, E)
+    for i in range(depth):
+        a, f = f"image_proj.layers.{i}.0", f"image_proj.layers.{i}.1"
+        norm(f"{a}.norm1", D)
+        norm(f"{a}.norm2", D)
+        lin(f"{a}.to_q", inner, D, bias=False)
+        lin(f"{a}.to_kv", 2 * inner, D, bias=False)
+        lin(f"{a}.to_out", D, inner, bias=False)
+        norm(f"{f}.0", D)
+        lin(f"{f}.1", D * mult, D, bias=False)
+        lin(f"{f}.3", D, D * mult, bias=False)
+    lin("image_proj.proj_out", O, D)
+    norm("image_proj.norm_out", O)
+    x = d.randn(B, L, E)
+    R = d.randn(B, Q, O).detach()
+
+    def ln(name, t):
+        return F.layer_norm(t, (t.shape[-1],), w[f"{name}.weight"], w[f"{name}.bias"], 1e-5)
+
+    def heads_of(t):
+        b, n, _ = t.shape
+        return t.view(b, n, heads, dh).transpose(1, 2)
+
+    latents = w["image_proj.latents"].repeat(B, 1, 1)
+    h = F.linear(x, w["image_proj.proj_in.weight"], w["image_proj.proj_in.bias"])
+    for i in range(depth):
+        a, f = f"image_proj.layers.{i}.0", f"image_proj.layers.{i}.1"
+        xn, ln_ = ln(f"{a}.norm1", h), ln(f"{a}.norm2", latents)
+        q = F.linear(ln_, w[f"{a}.to_q.weight"])
+        k, v = F.linear(torch.cat([xn, ln_], dim=1), w[f"{a}.to_kv.weight"]).chunk(2, dim=-1)
+        s = 1 / math.sqrt(math.sqrt(dh))
+        att = torch.softmax((heads_of(q) * s) @ (heads_of(k) * s).transpose(-2, -1), dim=-1)
+        o = (att @ heads_of(v)).transpose(1, 2).reshape(B, Q, inner)
+        latents = F.linear(o, w[f"{a}.to_out.weight"]) + latents
+        ff = F.linear(F.gelu(F.linear(ln(f"{f}.0", latents), w[f"{f}.1.weight"])), w[f"{f}.3.weight"])
+        latents = ff + latents
+    out = ln("image_proj.norm_out", F.linear(latents, w["image_proj.proj_out.weight"], w["image_proj.proj_out.bias"]))
+    fixture(os.path.join(OUT, "resampler.safetensors"), {"x": x, **w}, {"R": R, "out": out}, (out * R).sum(),
+            "IP-Adapter-Plus Resampler: embedding 12, dim 16, depth 2, dim_head 4, heads 2, queries 3, output 10, ff_mult 2; x [2,5,12]")
+
+
 def main():
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     os.makedirs(OUT, exist_ok=True)
@@ -308,6 +369,7 @@ def main():
     cross_attention()
     infonce()
     adamw()
+    resampler()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import { openSafetensors, type SafetensorsFile } from "../../lib/io/safetensors.
 import { type ViTConfig, vitBlock } from "../../lib/models/vit.ts";
 import { MemorySource, Params } from "../../lib/nn/params.ts";
 import { infoNCE } from "../../lib/train/infonce.ts";
+import { type ResamplerConfig, imageProjConfigFromWeights, imageProjParamShapes, imageProjection } from "../../lib/models/ip-adapter.ts";
 
 const FIXTURES = join(import.meta.dir, "../fixtures/parity");
 const ATOL = 1e-4;
@@ -154,6 +155,16 @@ describe("forward + backward parity with PyTorch autograd", () => {
   test("cross-attention with the IP-Adapter decoupled branch (to_k_ip, to_v_ip)", async () => {
     const w = await checkBlock("cross_attention.safetensors", ["x", "context", "image_tokens"], (p, x) =>
       ipCrossAttention(p, x.x!, x.context!, x.image_tokens!, 2, 0.7));
+    expect(w.ratio).toBeLessThan(1);
+  });
+
+  test("IP-Adapter-Plus Resampler (lib/models/ip-adapter.ts, release key names)", async () => {
+    const cfg: ResamplerConfig = { kind: "resampler", embeddingDim: 12, dim: 16, depth: 2, dimHead: 4, heads: 2, numQueries: 3, outputDim: 10, ffMult: 2 };
+    const f = openSafetensors(join(FIXTURES, "resampler.safetensors"));
+    // The configuration read back from the checkpoint's shapes is the one the fixture was made with.
+    expect(imageProjConfigFromWeights((n) => (f.has(n) ? f.info(n).shape : undefined), (n) => f.has(n), 4)).toEqual(cfg);
+    expect([...imageProjParamShapes(cfg).keys()].sort()).toEqual(leafNames(f).filter((n) => n !== "x").sort());
+    const w = await checkBlock("resampler.safetensors", ["x"], (p, x) => imageProjection(p, x.x!, cfg));
     expect(w.ratio).toBeLessThan(1);
   });
 
