@@ -361,6 +361,44 @@ def resampler():
             "IP-Adapter-Plus Resampler: embedding 12, dim 16, depth 2, dim_head 4, heads 2, queries 3, output 10, ff_mult 2; x [2,5,12]")
 
 
+# ------------------------------------------------------------------------------ training objectives
+
+def objectives():
+    """mse, weighted and patch-dpo (lib/train/objectives.ts, DESIGN.md section 1 item 3) on a batch
+    of B = 2 pairs laid out [reference ; generated], 4 latent channels, 4x4 latents."""
+    B, C, S, beta, lam = 2, 4, 4, 50.0, 0.5
+    d = Draw(7)
+    pred = d.randn(2 * B, C, S, S)
+    target = d.randn(2 * B, C, S, S).detach()
+    ref_pred = (target + 0.8 * torch.randn(2 * B, C, S, S, generator=d.gen).to(F64)).detach()
+    q_ref = torch.rand(B, S, S, generator=d.gen).to(F64)
+    q_gen = torch.rand(B, S, S, generator=d.gen).to(F64)
+    e = ((pred - target) ** 2).mean(dim=1)
+    e_ref = ((ref_pred - target) ** 2).mean(dim=1)
+    losses = {"mse": e.mean()}
+    losses["weighted"] = (torch.cat([1 - q_ref, q_gen], 0) * e).mean()
+
+    def wmean(u, err):
+        return (u * err).sum(dim=(1, 2)) / (u.sum(dim=(1, 2)) + 1e-6)
+
+    a, b = 1 - q_ref, 1 - q_gen
+    m_w = wmean(a, e[:B]) - wmean(a, e_ref[:B])
+    m_l = wmean(b, e[B:]) - wmean(b, e_ref[B:])
+    losses["patch-dpo"] = -F.logsigmoid(-beta / 2 * (m_w - m_l)).mean() + lam * (q_gen * e[B:]).mean()
+    out = {"pred": pred, "target": target, "ref_pred": ref_pred, "q_ref": q_ref, "q_gen": q_gen,
+           "implicit_acc": (m_w < m_l).to(F64).mean().reshape(1)}
+    for name, loss in losses.items():
+        out[f"loss.{name}"] = loss.detach().reshape(1)
+        out[f"grad.{name}.pred"] = torch.autograd.grad(loss, [pred], retain_graph=True)[0]
+    meta = {
+        "generator": "bench/parity/make_train_fixtures.py", "torch": torch.__version__,
+        "compute": "float64 on float32 inputs, stored float32",
+        "config": json.dumps({"beta": beta, "lambda": lam}),
+        "description": "loss.<objective> and grad.<objective>.pred for mse, weighted, patch-dpo",
+    }
+    write_safetensors(os.path.join(OUT, "objectives.safetensors"), out, meta)
+
+
 def main():
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     os.makedirs(OUT, exist_ok=True)
@@ -370,6 +408,7 @@ def main():
     infonce()
     adamw()
     resampler()
+    objectives()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import { openSafetensors, type SafetensorsFile } from "../../lib/io/safetensors.
 import { type ViTConfig, vitBlock } from "../../lib/models/vit.ts";
 import { MemorySource, Params } from "../../lib/nn/params.ts";
 import { infoNCE } from "../../lib/train/infonce.ts";
+import { OBJECTIVES, objective } from "../../lib/train/objectives.ts";
 import { type ResamplerConfig, imageProjConfigFromWeights, imageProjParamShapes, imageProjection } from "../../lib/models/ip-adapter.ts";
 
 const FIXTURES = join(import.meta.dir, "../fixtures/parity");
@@ -184,4 +185,27 @@ describe("forward + backward parity with PyTorch autograd", () => {
     report("infonce.safetensors", worst);
     expect(worst.ratio).toBeLessThan(1);
   });
+});
+
+describe("training objectives vs PyTorch (lib/train/objectives.ts)", () => {
+  for (const kind of OBJECTIVES) {
+    test(`${kind}: loss and gradient of the prediction`, async () => {
+      const f = openSafetensors(join(FIXTURES, "objectives.safetensors"));
+      const { beta, lambda } = JSON.parse(f.metadata.config!) as { beta: number; lambda: number };
+      const g = new Graph();
+      const pred = g.param("pred", f.info("pred").shape);
+      const c = (n: string) => g.constant(f.float32(n), f.info(n).shape);
+      const o = objective(kind, { pred, target: c("target"), qRef: c("q_ref"), qGen: c("q_gen"), refPred: c("ref_pred") }, { beta, lambda });
+      const [gp] = G.grad(o.loss, [pred]);
+      const outputs: Record<string, Tensor> = { loss: o.loss, grad: gp! };
+      if (o.logs.implicitAcc) outputs.acc = o.logs.implicitAcc;
+      const res = await (await G.compile(outputs)).run({ pred: f.float32("pred") });
+      const worst: Worst = { abs: 0, rel: 0, ratio: 0 };
+      compare("loss", res.loss as Float32Array, f.float32(`loss.${kind}`), worst);
+      compare("grad", res.grad as Float32Array, f.float32(`grad.${kind}.pred`), worst);
+      if (res.acc) expect((res.acc as Float32Array)[0]).toBe(f.float32("implicit_acc")[0]!);
+      report(`objectives.safetensors (${kind})`, worst);
+      expect(worst.ratio).toBeLessThan(1);
+    });
+  }
 });
