@@ -17,7 +17,7 @@ node_modules/.installed: package.json bun.lock
 setup: node_modules/.installed
 
 test: setup
-	bun test
+	bun test --timeout 120000
 
 typecheck: setup
 	bun x tsc --noEmit -p .

@@ -1,0 +1,520 @@
+// The self-supervised patch task (DESIGN.md section 1, item 2): finetune the last blocks of the
+// patch encoder so that the same image location seen in two augmented views gives nearest-neighbour
+// patch features. Two views of one image (random resized crop, flip, colour jitter) have known
+// patch correspondences (lib/train/views.ts); InfoNCE over the corresponding patches of a batch of
+// view pairs; AdamW on the trainable weights; patch-matching accuracy on held-out view pairs
+// before and after.
+//
+//   bun scripts/finetune-encoder.ts --run data/runs/r1                     # the run's references
+//   bun scripts/finetune-encoder.ts --images photos/ --encoder checkpoints/dinov2-small --steps 2000
+//
+// Writes <out>/ (default checkpoints/<name>/): weights.safetensors (the trained weights only, in
+// the encoder's own key layout, laid over the base weights when loaded), optimizer.safetensors,
+// state.json (step, rng, config with `encoder` = the base encoder, accuracyBefore/After),
+// train-log.jsonl (one row per step) and step-N/ checkpoints every --save-every steps. The folder
+// is itself an encoder: `score-patches --encoder <out>` uses the finetuned weights.
+// Resumable: --resume continues from the newest step-N/ and ends with the same weights as an
+// uninterrupted run (each step's images and views come from an Rng seeded by (seed, step)).
+
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
+import { basename, extname, join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { type } from "arktype";
+import * as G from "../lib/graph/index.ts";
+import { DEVICES, type Device } from "../lib/graph/index.ts";
+import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
+import { type RgbImage, loadImage, resizeBicubic, toCHW } from "../lib/io/images.ts";
+import { appendJsonl, readJsonlAll, repairJsonlTail, writeJsonl } from "../lib/io/manifest.ts";
+import { progress } from "../lib/io/progress.ts";
+import { runPaths, stableHash } from "../lib/io/rundir.ts";
+import { recordStep } from "../lib/io/runlog.ts";
+import { ReferenceRow, TrainLogRow } from "../lib/io/schemas.ts";
+import type { PatchEncoder } from "../lib/models/encoder.ts";
+import { loadGraphEncoder } from "../lib/models/featurizer.ts";
+import { Params } from "../lib/nn/params.ts";
+import { Rng } from "../lib/rng.ts";
+import { AdamW, allFinite, clipGradNorm, globalNorm } from "../lib/train/adamw.ts";
+import { latestCheckpoint, loadCheckpoint, restoreOptimizer, saveCheckpoint } from "../lib/train/checkpoint.ts";
+import { infoNCE } from "../lib/train/infonce.ts";
+import { type ScheduleName, learningRate } from "../lib/train/schedule.ts";
+import { type ViewPair, type ViewOptions, VIEW_DEFAULTS, viewPairs } from "../lib/train/views.ts";
+
+export interface FinetuneOptions {
+  /** A folder of images (searched recursively: jpg, jpeg, png, webp). */
+  images?: string;
+  /** A run directory: trains on the images of its references.jsonl. */
+  run?: string;
+  /** Base encoder: "default" (embedded MobileNetV2), a ViT/DINOv2 folder or a finetuned checkpoint. */
+  encoder: string;
+  /** MobileNetV2 feature map (out_relu 7x7, block_13_expand_relu 14x14); ViTs have one. */
+  featureLayer?: string;
+  /** Side of each view in pixels (default: the encoder's input size). */
+  imageSize?: number;
+  /** Last blocks to train (MobileNetV2: block_{17-K..16}_* + Conv_1; ViT: encoder.layer.{L-K..L-1} + layernorm). */
+  trainBlocks: number;
+  temperature: number;
+  lr: number;
+  minLr: number;
+  weightDecay: number;
+  schedule: ScheduleName;
+  warmup: number;
+  steps: number;
+  /** Image pairs (two views of one image) per step. */
+  batch: number;
+  /** Corresponding patches per view pair in the loss (0: a third of the patch grid). */
+  matches: number;
+  /** Gradient clipping: max global norm (0: off). */
+  clip: number;
+  /** Held-out images (never trained on) and view pairs per held-out image for the accuracy. */
+  holdout: number;
+  holdoutViews: number;
+  /** RandomResizedCrop area share range and colour-jitter strength. */
+  cropScale: [number, number];
+  jitter: number;
+  seed: number;
+  /** Output folder (default checkpoints/<name>). */
+  out?: string;
+  name?: string;
+  /** Write step-N/ every this many steps (0: only at the end / at --stop-at). */
+  saveEvery: number;
+  resume: boolean;
+  /** End this invocation after this many completed steps (as if preempted); --resume continues. */
+  stopAt?: number;
+  force: boolean;
+  device: Device;
+  threads: number;
+  /** Called with every logged step (the CLI prints JSON lines when stderr is not a terminal). */
+  onStep?: (row: TrainLogRow) => void;
+}
+
+export const DEFAULTS = {
+  encoder: "default", trainBlocks: 2, temperature: 0.07, lr: 1e-4, minLr: 1e-5, weightDecay: 0.01, schedule: "cosine", warmup: 20,
+  steps: 500, batch: 4, matches: 0, clip: 1.0, holdout: 8, holdoutViews: 4, cropScale: [0.25, 1], jitter: 0.4, seed: 0, saveEvery: 100,
+  resume: false, force: false, device: "cpu", threads: 0,
+} as const satisfies Partial<FinetuneOptions>;
+
+export interface FinetuneResult {
+  out: string;
+  /** Steps completed in total (this invocation and earlier ones). */
+  step: number;
+  finished: boolean;
+  accuracyBefore?: number;
+  accuracyAfter?: number;
+  /** Mean wall seconds per training step in this invocation. */
+  secondsPerStep: number;
+  /** Steps skipped by the NaN/Inf guard in this invocation. */
+  skipped: number;
+  trainImages: number;
+  holdoutImages: number;
+  trainable: { names: number; values: number };
+}
+
+const IMAGE_EXTS = new Set([".jpg", ".jpeg", ".png", ".webp"]);
+/** Config keys that must match for --resume (steps may grow; device/threads/save-every are free). */
+const RESUME_KEYS = ["encoder", "featureLayer", "imageSize", "trainBlocks", "temperature", "lr", "minLr", "weightDecay", "schedule", "warmup", "batch", "matches", "clip", "holdout", "holdoutViews", "cropScale", "jitter", "seed", "images"] as const;
+
+/** Image files under `dir`, recursively, sorted (so the data order is the same on every machine). */
+export function listImages(dir: string): string[] {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UserError(`--images ${dir} is not a folder`);
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+      if (e.name.startsWith(".")) continue;
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (IMAGE_EXTS.has(extname(e.name).toLowerCase())) out.push(p);
+    }
+  };
+  walk(resolve(dir));
+  return out;
+}
+
+async function imagesFromRun(run: string): Promise<string[]> {
+  const paths = runPaths(run);
+  if (!existsSync(paths.references)) throw new UserError(`${paths.references} is missing: finetune-encoder --run trains on the run's reference images (run generate-images --mode reference first, or pass --images <folder>)`);
+  return (await readJsonlAll(paths.references, ReferenceRow)).map((r) => paths.resolve(r.image));
+}
+
+/**
+ * Which weights "the last K blocks" are. MobileNetV2 (Keras names): block_{17-K..16}_* plus the
+ * last 1x1 conv Conv_1 / Conv_1_bn; batch-norm statistics stay frozen (they are buffers, not
+ * parameters, in every framework). ViT / DINOv2: encoder.layer.{L-K..L-1}.* plus the final layernorm.
+ */
+export function trainableWeights(encoder: PatchEncoder, blocks: number): (name: string) => boolean {
+  if (!Number.isInteger(blocks) || blocks < 1) throw new UsageError(`--train-blocks must be a positive integer, got ${blocks}`);
+  if ("keras" in encoder) {
+    if (blocks > 16) throw new UsageError(`--train-blocks ${blocks}: MobileNetV2 has 16 blocks (block_1 .. block_16)`);
+    const first = 17 - blocks;
+    return (name) => {
+      const slash = name.indexOf("/");
+      const layer = slash < 0 ? name : name.slice(0, slash);
+      if (/\/moving_(mean|variance)$/.test(name)) return false;
+      const m = /^block_(\d+)_/.exec(layer);
+      return layer === "Conv_1" || layer === "Conv_1_bn" || (!!m && Number(m[1]) >= first);
+    };
+  }
+  const cfg = (encoder as { config?: { numLayers?: number } }).config;
+  if (cfg?.numLayers) {
+    const L = cfg.numLayers;
+    if (blocks > L) throw new UsageError(`--train-blocks ${blocks}: the encoder has ${L} transformer layers`);
+    return (name) => {
+      const m = /(?:^|\.)encoder\.layer\.(\d+)\./.exec(name);
+      if (m) return Number(m[1]) >= L - blocks;
+      return /(?:^|\.)layernorm\.(weight|bias)$/.test(name);
+    };
+  }
+  throw new UserError(`encoder ${encoder.name}: finetune-encoder knows the blocks of MobileNetV2 and ViT/DINOv2 encoders only`);
+}
+
+/** An Rng for one purpose and index, independent of everything drawn before (resume needs no history). */
+const rngFor = (seed: number, tag: string, index: number) => new Rng(stableHash(`${seed}:${tag}:${index}`));
+
+/** Patch features [n, C, h*w] of a batch -> top-1 patch matching accuracy over the pairs' correspondences. */
+function matchAccuracy(feats: Float32Array, C: number, hw: number, pairs: ViewPair[], offsetA: (i: number) => number, offsetB: (i: number) => number): { correct: number; total: number } {
+  let correct = 0, total = 0;
+  const norms = (base: number) => {
+    const n = new Float32Array(hw);
+    for (let c = 0; c < C; c++) for (let k = 0; k < hw; k++) n[k]! += feats[base + c * hw + k]! ** 2;
+    for (let k = 0; k < hw; k++) n[k] = 1 / Math.sqrt(n[k]! + 1e-12);
+    return n;
+  };
+  pairs.forEach((p, i) => {
+    const a = offsetA(i) * C * hw, b = offsetB(i) * C * hw;
+    const nb = norms(b);
+    for (let m = 0; m < p.matches.a.length; m++) {
+      const ka = p.matches.a[m]!;
+      let best = -Infinity, arg = -1;
+      for (let kb = 0; kb < hw; kb++) {
+        let dot = 0;
+        for (let c = 0; c < C; c++) dot += feats[a + c * hw + ka]! * feats[b + c * hw + kb]!;
+        dot *= nb[kb]!; // |a| is the same for every candidate: it does not change the argmax
+        if (dot > best) [best, arg] = [dot, kb];
+      }
+      total++;
+      if (arg === p.matches.b[m]) correct++;
+    }
+  });
+  return { correct, total };
+}
+
+export async function run(o: FinetuneOptions): Promise<FinetuneResult> {
+  if (!!o.images === !!o.run) throw new UsageError("give exactly one of --images <folder> or --run <dir>");
+  const files = o.images ? listImages(o.images) : await imagesFromRun(o.run!);
+  if (files.length === 0) {
+    throw new UserError(o.images ? `no images (jpg, jpeg, png, webp) found under ${resolve(o.images)}; point --images at a folder of photos` : `${runPaths(o.run!).references} lists no references; generate them first`);
+  }
+  for (const f of files) if (!existsSync(f)) throw new UserError(`image ${f} does not exist`);
+  if (o.holdout >= files.length) {
+    throw new UserError(`--holdout ${o.holdout} leaves no training images: found only ${files.length} image(s) (pass a smaller --holdout, or --holdout 0 to skip the accuracy check)`);
+  }
+  if (o.holdout > 0 && o.holdoutViews < 1) throw new UsageError("--holdout-views must be at least 1");
+
+  // ---- the encoder, its trainable weights, and the training graph (compiled once)
+  const ge = loadGraphEncoder(o.encoder);
+  const enc = ge.encoder;
+  const S = o.imageSize ?? enc.imageSize;
+  const isTrainable = trainableWeights(enc, o.trainBlocks);
+  const B = o.batch;
+
+  const build = (n: number) => {
+    const g = new G.Graph();
+    const p = new Params(g, ge.source, { trainable: isTrainable });
+    const images = g.input("images", [n, 3, S, S]);
+    const { patches } = enc.forward(p, images, o.featureLayer);
+    return { g, p, images, patches };
+  };
+  const probe = build(2 * B);
+  const [, C, h, w] = probe.patches.shape as [number, number, number, number];
+  const hw = h * w;
+  const M = o.matches > 0 ? o.matches : Math.max(4, Math.round(hw / 3));
+  if (M > hw) throw new UsageError(`--matches ${M} exceeds the ${h}x${w} patch grid of ${enc.name}`);
+  const flat = G.reshape(G.transpose(probe.patches, [0, 2, 3, 1]), [2 * B * hw, C]);
+  const idxA = probe.g.input("index_a", [B * M], "int64");
+  const idxB = probe.g.input("index_b", [B * M], "int64");
+  const loss = infoNCE(G.gather(flat, idxA), G.gather(flat, idxB), o.temperature);
+  const candidates = [...probe.p.trainable];
+  const grads = G.grad(loss, candidates.map(([, t]) => t));
+  // Weights the loss does not reach (e.g. blocks after a shallower --feature-layer) are not trained.
+  const trained = candidates.flatMap(([name, t], i) => (grads[i] ? [{ name, shape: t.shape, grad: grads[i]! }] : []));
+  if (trained.length === 0) {
+    throw new UserError(`none of the last ${o.trainBlocks} block(s) of ${enc.name} affect feature layer ${o.featureLayer ?? "(default)"}; use a later --feature-layer or more --train-blocks`);
+  }
+  const outputs: Record<string, G.Tensor> = { loss };
+  trained.forEach((t, i) => (outputs[`grad_${i}`] = t.grad));
+  const compileOpts = { device: o.device, threads: o.threads };
+  const trainStep = await G.compile(outputs, compileOpts);
+
+  const EVAL_BATCH = 8;
+  const evalNet = build(EVAL_BATCH);
+  const evalStep = await G.compile({ patches: evalNet.patches }, compileOpts);
+  const evalWeights = evalStep.inputs.filter((i) => i.name !== "images").map((i) => i.name);
+
+  // ---- data: a seeded hold-out split; images loaded on first use (long side capped at 2 x the view size)
+  const order = rngFor(o.seed, "split", 0).shuffle(files.map((_, i) => i));
+  const heldOut = order.slice(0, o.holdout).sort((a, b) => a - b);
+  const train = order.slice(o.holdout).sort((a, b) => a - b);
+  const cache = new Map<number, RgbImage>();
+  const image = async (i: number): Promise<RgbImage> => {
+    let img = cache.get(i);
+    if (!img) {
+      img = await loadImage(files[i]!);
+      const cap = 2 * S, long = Math.max(img.width, img.height);
+      if (long > cap) img = resizeBicubic(img, Math.max(1, Math.round((img.width * cap) / long)), Math.max(1, Math.round((img.height * cap) / long)));
+      if (cache.size >= 512) cache.delete(cache.keys().next().value!);
+      cache.set(i, img);
+    }
+    return img;
+  };
+  const viewOpts: Partial<ViewOptions> & Pick<ViewOptions, "size" | "grid"> = {
+    size: S, grid: [h, w], scale: o.cropScale, minMatches: M,
+    jitter: { brightness: o.jitter, contrast: o.jitter, saturation: o.jitter },
+  };
+  // Epoch e visits the training images in the order of a permutation seeded by (seed, e).
+  const perms = new Map<number, number[]>();
+  const sampleAt = (k: number) => {
+    const e = Math.floor(k / train.length);
+    let perm = perms.get(e);
+    if (!perm) perms.set(e, (perm = rngFor(o.seed, "epoch", e).shuffle([...train])));
+    return perm[k % train.length]!;
+  };
+
+  // ---- output folder, fresh or resumed
+  const name = o.name ?? `${o.encoder === "default" ? "mobilenet_v2" : basename(resolve(o.encoder))}-ssl`;
+  const out = resolve(o.out ?? join("checkpoints", name));
+  const logPath = join(out, "train-log.jsonl");
+  const config = {
+    encoder: o.encoder, featureLayer: o.featureLayer ?? null, imageSize: S, trainBlocks: o.trainBlocks, temperature: o.temperature,
+    lr: o.lr, minLr: o.minLr, weightDecay: o.weightDecay, schedule: o.schedule, warmup: o.warmup, steps: o.steps, batch: B, matches: M,
+    clip: o.clip, holdout: o.holdout, holdoutViews: o.holdoutViews, cropScale: o.cropScale, jitter: o.jitter, seed: o.seed,
+    images: o.images ? resolve(o.images) : resolve(o.run!), patchGrid: [C, h, w], trained: trained.map((t) => t.name),
+  };
+  const stepDirs = () => (existsSync(out) ? readdirSync(out).filter((d) => /^step-\d+$/.test(d)) : []);
+  const resumeFrom = o.resume && !o.force ? latestCheckpoint(out) : undefined;
+  if (!resumeFrom && !o.force && (existsSync(join(out, "state.json")) || stepDirs().length)) {
+    throw new UserError(`${out} already holds a finetune checkpoint${o.resume ? " but no complete step-N/ to resume from" : ""}: ${o.resume ? "" : "pass --resume to continue it, "}--force to start over, or choose another --out / --name`);
+  }
+  if (!resumeFrom) {
+    for (const d of stepDirs()) rmSync(join(out, d), { recursive: true, force: true });
+    for (const f of ["weights.safetensors", "optimizer.safetensors", "state.json", "train-log.jsonl"]) rmSync(join(out, f), { force: true });
+  }
+
+  mkdirSync(out, { recursive: true });
+  const params = new Map<string, Float32Array>();
+  const opt = new AdamW({ lr: o.lr, weightDecay: o.weightDecay });
+  let start = 0;
+  let accuracyBefore: number | undefined;
+  let skippedTotal = 0;
+  if (resumeFrom) {
+    const ck = await loadCheckpoint(resumeFrom);
+    const saved = ck.state.config;
+    const diff = RESUME_KEYS.filter((k) => JSON.stringify(saved[k] ?? null) !== JSON.stringify(config[k] ?? null));
+    if (diff.length) {
+      throw new UserError(`${resumeFrom} was trained with other settings (${diff.map((k) => `${k}: ${JSON.stringify(saved[k])} there, ${JSON.stringify(config[k])} now`).join("; ")}); resume with the same flags or start over with --force`);
+    }
+    for (const t of trained) {
+      const v = ck.params.get(t.name);
+      if (!v) throw new UserError(`${resumeFrom}/weights.safetensors has no "${t.name}"; it was written for other trainable weights`);
+      params.set(t.name, v);
+    }
+    restoreOptimizer(opt, ck);
+    start = ck.state.step;
+    accuracyBefore = ck.state.accuracyBefore as number | undefined;
+    skippedTotal = (ck.state.skipped as number | undefined) ?? 0;
+    // The log may run past the checkpoint (a crash after it): keep only the steps before it.
+    if (existsSync(logPath)) {
+      await repairJsonlTail(logPath);
+      await writeJsonl(logPath, (await readJsonlAll(logPath, TrainLogRow)).filter((r) => r.step < start), TrainLogRow);
+    }
+  } else {
+    for (const t of trained) params.set(t.name, Float32Array.from(ge.source.float32(t.name)));
+  }
+
+  // ---- held-out accuracy: fixed view pairs, the same before and after
+  const holdoutPairs: ViewPair[] = [];
+  for (const i of heldOut) for (let v = 0; v < o.holdoutViews; v++) holdoutPairs.push(viewPairs(await image(i), rngFor(o.seed, `holdout-${i}`, v), viewOpts));
+  const accuracy = async (): Promise<number | undefined> => {
+    if (holdoutPairs.length === 0) return undefined;
+    const per = 3 * S * S;
+    const views = holdoutPairs.flatMap((p) => [p.a.image, p.b.image]);
+    const feats = new Float32Array(views.length * C * hw);
+    const weightFeeds: G.Feeds = {};
+    for (const n of evalWeights) weightFeeds[n] = params.get(n)!;
+    for (let i = 0; i < views.length; i += EVAL_BATCH) {
+      const chunk = views.slice(i, i + EVAL_BATCH);
+      const x = new Float32Array(EVAL_BATCH * per);
+      chunk.forEach((v, k) => toCHW(v, enc.mean, enc.std, x, k * per));
+      const r = await evalStep.run({ images: x, ...weightFeeds });
+      feats.set((r.patches as Float32Array).subarray(0, chunk.length * C * hw), i * C * hw);
+    }
+    const { correct, total } = matchAccuracy(feats, C, hw, holdoutPairs, (i) => 2 * i, (i) => 2 * i + 1);
+    return total ? correct / total : undefined;
+  };
+  if (accuracyBefore === undefined) accuracyBefore = await accuracy();
+
+  // ---- the loop
+  const stop = Math.min(o.steps, o.stopAt ?? o.steps);
+  const sched = { name: o.schedule, lr: o.lr, warmupSteps: o.warmup, totalSteps: o.steps, minLr: o.minLr };
+  const state = (step: number, extra: Record<string, unknown> = {}) => ({
+    step, rng: rngFor(o.seed, "step", step).state(), config, accuracyBefore, skipped: skippedTotal, ...extra,
+  });
+  const checkpointParams = () => new Map(trained.map((t) => [t.name, { shape: t.shape, data: params.get(t.name)! }]));
+  const bar = progress(Math.max(0, stop - start), `finetune-encoder ${enc.name}`);
+  const per = 3 * S * S;
+  const x = new Float32Array(2 * B * per);
+  const ia = new BigInt64Array(B * M), ib = new BigInt64Array(B * M);
+  let badInARow = 0, skipped = 0, seconds = 0, done = 0;
+  for (let step = start; step < stop; step++) {
+    const t0 = performance.now();
+    const rng = rngFor(o.seed, "step", step);
+    for (let b = 0; b < B; b++) {
+      const pair = viewPairs(await image(sampleAt(step * B + b)), rng, viewOpts);
+      toCHW(pair.a.image, enc.mean, enc.std, x, b * per);
+      toCHW(pair.b.image, enc.mean, enc.std, x, (B + b) * per);
+      const pick = rng.shuffle([...pair.matches.a.keys()]).slice(0, M);
+      pick.forEach((m, k) => {
+        ia[b * M + k] = BigInt(b * hw + pair.matches.a[m]!);
+        ib[b * M + k] = BigInt((B + b) * hw + pair.matches.b[m]!);
+      });
+    }
+    const feeds: G.Feeds = { images: x, index_a: ia, index_b: ib };
+    for (const t of trained) feeds[t.name] = params.get(t.name)!;
+    const r = await trainStep.run(feeds);
+    const lossValue = (r.loss as Float32Array)[0]!;
+    const gradMap = new Map(trained.map((t, i) => [t.name, r[`grad_${i}`] as Float32Array]));
+    if (!Number.isFinite(lossValue) || !allFinite(gradMap.values())) {
+      skipped++;
+      skippedTotal++;
+      process.stderr.write(`finetune-encoder: step ${step}: ${Number.isFinite(lossValue) ? "non-finite gradients" : `loss ${lossValue}`}; step skipped\n`);
+      if (++badInARow >= 5) throw new UserError(`finetune-encoder: 5 steps in a row had NaN/Inf loss or gradients (last: step ${step}); lower --lr (now ${o.lr}) or raise --temperature (now ${o.temperature})`);
+    } else {
+      badInARow = 0;
+      const gradNorm = o.clip > 0 ? clipGradNorm(gradMap, o.clip) : globalNorm(gradMap.values());
+      const lr = learningRate(sched, step);
+      opt.step(params, gradMap, lr);
+      const dt = (performance.now() - t0) / 1000;
+      const row: TrainLogRow = { step, loss: lossValue, lr, gradNorm, seconds: Math.round(dt * 1000) / 1000 };
+      await appendJsonl(logPath, row, TrainLogRow);
+      o.onStep?.(row);
+    }
+    seconds += (performance.now() - t0) / 1000;
+    done++;
+    bar.tick();
+    const completed = step + 1;
+    if ((o.saveEvery > 0 && completed % o.saveEvery === 0) || completed === stop) {
+      await saveCheckpoint(join(out, `step-${completed}`), checkpointParams(), opt, state(completed));
+    }
+  }
+  bar.done();
+
+  const finished = stop >= o.steps;
+  let accuracyAfter: number | undefined;
+  if (finished) {
+    accuracyAfter = await accuracy();
+    await saveCheckpoint(out, checkpointParams(), opt, state(Math.max(stop, start), { accuracyAfter, finishedAt: new Date().toISOString() }));
+  }
+  return {
+    out, step: Math.max(stop, start), finished, accuracyBefore, accuracyAfter, secondsPerStep: done ? seconds / done : 0, skipped,
+    trainImages: train.length, holdoutImages: heldOut.length,
+    trainable: { names: trained.length, values: trained.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0) },
+  };
+}
+
+const HELP = `finetune-encoder: self-supervised patch finetuning of the patch encoder (InfoNCE over corresponding patches of two augmented views)
+
+usage: bun scripts/finetune-encoder.ts (--images <folder> | --run <dir>) [options]
+
+  --images <folder>       train on the images under this folder (recursively: jpg, jpeg, png, webp)
+  --run <dir>             train on the reference images of a run (references.jsonl)
+  --encoder <spec>        "default" (embedded MobileNetV2), a ViT/DINOv2 folder or a finetuned checkpoint (default: ${DEFAULTS.encoder})
+  --feature-layer <name>  MobileNetV2 feature map: out_relu (7x7, default) or block_13_expand_relu (14x14)
+  --image-size <px>       side of each view (default: the encoder's input size, 224 for MobileNetV2)
+  --train-blocks <k>      last blocks to train: MobileNetV2 block_{17-k..16} + Conv_1, ViT encoder.layer.{L-k..L-1} + layernorm (default: ${DEFAULTS.trainBlocks})
+  --temperature <t>       InfoNCE temperature (default: ${DEFAULTS.temperature})
+  --lr <x>                AdamW peak learning rate (default: ${DEFAULTS.lr})
+  --min-lr <x>            final learning rate of the cosine schedule (default: ${DEFAULTS.minLr})
+  --weight-decay <x>      AdamW decoupled weight decay (default: ${DEFAULTS.weightDecay})
+  --schedule <s>          constant | warmup | cosine (default: ${DEFAULTS.schedule})
+  --warmup <n>            linear warm-up steps (default: ${DEFAULTS.warmup})
+  --steps <n>             training steps (default: ${DEFAULTS.steps})
+  --batch <n>             image pairs (two views of one image) per step (default: ${DEFAULTS.batch})
+  --matches <n>           corresponding patches per view pair in the loss; view pairs are redrawn until they
+                          have this many (default: ${DEFAULTS.matches} = a third of the patch grid, 16 for a 7x7 grid)
+  --clip <x>              clip the global gradient norm to this (0 = off) (default: ${DEFAULTS.clip})
+  --holdout <n>           images held out for the patch-matching accuracy (0 = no accuracy) (default: ${DEFAULTS.holdout})
+  --holdout-views <n>     fixed view pairs per held-out image (default: ${DEFAULTS.holdoutViews})
+  --crop-scale <lo,hi>    RandomResizedCrop area share range (default: ${DEFAULTS.cropScale.join(",")})
+  --jitter <s>            colour jitter strength for brightness, contrast and saturation (default: ${DEFAULTS.jitter})
+  --seed <n>              seeds the hold-out split, data order and views (default: ${DEFAULTS.seed})
+  --out <dir>             output folder (default: checkpoints/<name>)
+  --name <name>           output name under checkpoints/ (default: <encoder>-ssl, e.g. mobilenet_v2-ssl)
+  --save-every <n>        write <out>/step-N/ every n steps (0 = only at the end) (default: ${DEFAULTS.saveEvery})
+  --resume                continue from the newest <out>/step-N/ (same flags; the result equals an uninterrupted run)
+  --stop-at <n>           end this invocation after step n with a checkpoint (as if preempted; --resume continues)
+  --force                 start over, deleting the checkpoints already in <out>
+  --device <d>            cpu | cuda | webgpu (default: ${DEFAULTS.device})
+  --threads <n>           intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
+  -h, --help              this help
+
+Writes <out>/weights.safetensors (trained weights only, in the encoder's key layout), optimizer.safetensors,
+state.json (config.encoder names the base encoder, so --encoder <out> loads it) and train-log.jsonl.`;
+
+if (import.meta.main) {
+  await runMain(async () => {
+    const { values: v } = parseArgs({
+      args: Bun.argv.slice(2),
+      options: {
+        images: { type: "string" }, run: { type: "string" }, encoder: { type: "string", default: DEFAULTS.encoder },
+        "feature-layer": { type: "string" }, "image-size": { type: "string" },
+        "train-blocks": { type: "string", default: String(DEFAULTS.trainBlocks) },
+        temperature: { type: "string", default: String(DEFAULTS.temperature) },
+        lr: { type: "string", default: String(DEFAULTS.lr) }, "min-lr": { type: "string", default: String(DEFAULTS.minLr) },
+        "weight-decay": { type: "string", default: String(DEFAULTS.weightDecay) },
+        schedule: { type: "string", default: DEFAULTS.schedule }, warmup: { type: "string", default: String(DEFAULTS.warmup) },
+        steps: { type: "string", default: String(DEFAULTS.steps) }, batch: { type: "string", default: String(DEFAULTS.batch) },
+        matches: { type: "string", default: String(DEFAULTS.matches) }, clip: { type: "string", default: String(DEFAULTS.clip) },
+        holdout: { type: "string", default: String(DEFAULTS.holdout) }, "holdout-views": { type: "string", default: String(DEFAULTS.holdoutViews) },
+        "crop-scale": { type: "string", default: DEFAULTS.cropScale.join(",") }, jitter: { type: "string", default: String(DEFAULTS.jitter) },
+        seed: { type: "string", default: String(DEFAULTS.seed) }, out: { type: "string" }, name: { type: "string" },
+        "save-every": { type: "string", default: String(DEFAULTS.saveEvery) }, resume: { type: "boolean", default: false },
+        "stop-at": { type: "string" }, force: { type: "boolean", default: false },
+        device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+    if (v.help) return console.log(HELP);
+    const Flags = type({
+      trainBlocks: "number.integer > 0", temperature: "number > 0", lr: "number > 0", minLr: "number >= 0", weightDecay: "number >= 0",
+      schedule: "'constant' | 'warmup' | 'cosine'", warmup: "number.integer >= 0", steps: "number.integer > 0", batch: "number.integer > 0",
+      matches: "number.integer >= 0", clip: "number >= 0", holdout: "number.integer >= 0", holdoutViews: "number.integer > 0",
+      cropScale: ["0 < number <= 1", "0 < number <= 1"], jitter: "0 <= number < 1", seed: "number.integer >= 0", saveEvery: "number.integer >= 0",
+      threads: "number.integer >= 0", device: type.enumerated(...DEVICES), "imageSize?": "number.integer >= 32", "stopAt?": "number.integer > 0",
+    });
+    const flags = Flags({
+      trainBlocks: Number(v["train-blocks"]), temperature: Number(v.temperature), lr: Number(v.lr), minLr: Number(v["min-lr"]),
+      weightDecay: Number(v["weight-decay"]), schedule: v.schedule, warmup: Number(v.warmup), steps: Number(v.steps), batch: Number(v.batch),
+      matches: Number(v.matches), clip: Number(v.clip), holdout: Number(v.holdout), holdoutViews: Number(v["holdout-views"]),
+      cropScale: v["crop-scale"]!.split(",").map(Number), jitter: Number(v.jitter), seed: Number(v.seed), saveEvery: Number(v["save-every"]),
+      threads: Number(v.threads), device: v.device,
+      ...(v["image-size"] !== undefined ? { imageSize: Number(v["image-size"]) } : {}),
+      ...(v["stop-at"] !== undefined ? { stopAt: Number(v["stop-at"]) } : {}),
+    });
+    if (flags instanceof type.errors) throw new UsageError(`bad flag: ${flags.summary}\n\n${HELP}`);
+    if (flags.cropScale[0] > flags.cropScale[1]) throw new UsageError(`--crop-scale ${v["crop-scale"]}: lo must not exceed hi`);
+    const opts: FinetuneOptions = {
+      images: v.images, run: v.run, encoder: v.encoder!, featureLayer: v["feature-layer"], out: v.out, name: v.name,
+      resume: v.resume!, force: v.force!, ...flags, cropScale: flags.cropScale as [number, number],
+      // One JSON line per step for logs; a person at a terminal gets the progress bar instead.
+      onStep: process.stderr.isTTY ? undefined : (row) => console.log(JSON.stringify(row)),
+    };
+    const t0 = performance.now();
+    const go = () => run(opts);
+    const res = opts.run ? await recordStep(resolve(opts.run), "finetune-encoder", { ...opts, onStep: undefined }, go) : await go();
+    const pct = (a?: number) => (a === undefined ? "n/a" : `${(100 * a).toFixed(1)}%`);
+    console.log(
+      `${res.finished ? "finished" : "stopped"} at step ${res.step} in ${((performance.now() - t0) / 1000).toFixed(1)} s (${res.secondsPerStep.toFixed(3)} s/step, ` +
+        `${res.trainable.values} trained values in ${res.trainable.names} tensors, ${res.trainImages} train / ${res.holdoutImages} held-out images` +
+        `${res.skipped ? `, ${res.skipped} steps skipped (NaN/Inf)` : ""}); held-out patch matching top-1: ${pct(res.accuracyBefore)} before` +
+        `${res.finished ? `, ${pct(res.accuracyAfter)} after` : ""} -> ${res.out}`,
+    );
+  });
+}
