@@ -22,6 +22,7 @@ import { openSafetensors } from "../lib/io/safetensors.ts";
 import { GenerationRow, ReferenceRow } from "../lib/io/schemas.ts";
 import { Rng } from "../lib/rng.ts";
 import { SCENES, describeSubject, randomSubject, renderCorrupted, renderReference, scenePrompt } from "../lib/tinyworld/index.ts";
+import { DEFAULTS as FINETUNE_DEFAULTS, run as finetuneEncoder } from "./finetune-encoder.ts";
 import { run as scorePatches } from "./score-patches.ts";
 
 export interface DemoOptions {
@@ -30,6 +31,9 @@ export interface DemoOptions {
   size: number;
   seed: number;
   force: boolean;
+  /** Extra tiny-world images for the encoder's self-supervised finetune, and its steps. */
+  sslImages: number;
+  sslSteps: number;
   /** MobileNetV2 feature map: block_13_expand_relu (14x14) resolves small details better than out_relu (7x7). */
   featureLayer: string;
 }
@@ -49,13 +53,51 @@ function patchCoverage(mask: Uint8Array, size: number, h: number, w: number): Fl
   return out;
 }
 
+interface Truth { defect: Uint8Array; subject: Uint8Array; kind: string; clean: string }
+
+interface DefectRow { id: string; corruption: string; defectPatches: number; precisionAtK: number; qDefectClean: number; qDefectBad: number }
+
+/**
+ * How well the scores find the planted defects: within the subject's own patches, the k
+ * lowest-quality patches (k = number of defect patches) vs the true defect patches; and the
+ * quality of the defect patches in the clean vs the defective render of the same scene.
+ * (A missing detail shows in q_ref, on the reference side, more than in q_gen.)
+ */
+function defectFinding(scoresDir: string, truth: Map<string, Truth>, size: number) {
+  const rows: DefectRow[] = [];
+  for (const [id, t] of truth) {
+    const q = openSafetensors(join(scoresDir, `${id}.safetensors`));
+    const qBad = q.float32("q_gen");
+    const qClean = openSafetensors(join(scoresDir, `${t.clean}.safetensors`)).float32("q_gen");
+    const [h, w] = q.info("q_gen").shape as [number, number];
+    const defect = patchCoverage(t.defect, size, h, w);
+    const onSubject = patchCoverage(t.subject, size, h, w);
+    const isDefect = (i: number) => defect[i]! >= 0.1;
+    const cand = [...qBad.keys()].filter((i) => onSubject[i]! >= 0.25 || isDefect(i));
+    const defects = cand.filter(isDefect);
+    const k = defects.length;
+    const hits = [...cand].sort((a, b) => qBad[a]! - qBad[b]!).slice(0, k).filter(isDefect).length;
+    const mean = (arr: Float32Array) => (k ? defects.reduce((s, i) => s + arr[i]!, 0) / k : NaN);
+    rows.push({ id, corruption: t.kind, defectPatches: k, precisionAtK: k ? hits / k : NaN, qDefectClean: mean(qClean), qDefectBad: mean(qBad) });
+  }
+  const valid = rows.filter((r) => r.defectPatches > 0);
+  const avg = (f: (r: DefectRow) => number) => valid.reduce((s, r) => s + f(r), 0) / Math.max(1, valid.length);
+  return {
+    meanPrecisionAtK: avg((r) => r.precisionAtK),
+    meanQualityOfDefectPatches: { clean: avg((r) => r.qDefectClean), defective: avg((r) => r.qDefectBad) },
+    rows,
+  };
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+
 export async function run(o: DemoOptions) {
   const paths = runPaths(o.run);
   if (o.force && existsSync(paths.root)) rmSync(paths.root, { recursive: true });
   const rng = new Rng(o.seed);
   const refs: ReferenceRow[] = [];
   const gens: GenerationRow[] = [];
-  const truth = new Map<string, { defect: Uint8Array; subject: Uint8Array; kind: string; clean: string }>();
+  const truth = new Map<string, Truth>();
   for (let s = 0; s < o.subjects; s++) {
     const subject = randomSubject(rng);
     const d = describeSubject(subject);
@@ -83,42 +125,39 @@ export async function run(o: DemoOptions) {
   await writeJsonl(paths.generations, gens, GenerationRow);
   console.log(`tiny world: ${refs.length} subjects -> ${refs.length} references, ${gens.length} scene renders (half with a planted defect) in ${paths.root}`);
 
-  const scored = await scorePatches({ run: o.run, encoder: "default", featureLayer: o.featureLayer, latentGrid: 64, lowThreshold: 0.5, normalization: "clamp", batch: 8, device: "cpu", threads: 0, force: false });
-  console.log(`score-patches (MobileNetV2 from nsfwjs, ${o.featureLayer}): ${scored.scored} pairs scored, ${scored.skipped} already done`);
+  const score = (encoder: string, force: boolean) =>
+    scorePatches({ run: o.run, encoder, featureLayer: o.featureLayer, latentGrid: 64, lowThreshold: 0.5, normalization: "clamp", batch: 8, device: "cpu", threads: 0, force });
+  const base = await score("default", false);
+  console.log(`score-patches (MobileNetV2 from nsfwjs, ${o.featureLayer}): ${base.scored} pairs scored, ${base.skipped} already done`);
+  const before = defectFinding(paths.patchScoresDir, truth, o.size);
 
-  // How well do the scores find the planted defects? Within the subject's own patches, the k
-  // lowest-quality patches (k = number of defect patches) vs the true defect patches; and the
-  // quality of the defect patches in the clean vs the defective render of the same scene.
-  const rows = [];
-  for (const [id, t] of truth) {
-    const q = openSafetensors(join(paths.patchScoresDir, `${id}.safetensors`));
-    const qBad = q.float32("q_gen");
-    const qClean = openSafetensors(join(paths.patchScoresDir, `${t.clean}.safetensors`)).float32("q_gen");
-    const [h, w] = q.info("q_gen").shape as [number, number];
-    const defect = patchCoverage(t.defect, o.size, h, w);
-    const onSubject = patchCoverage(t.subject, o.size, h, w);
-    const cand = [...qBad.keys()].filter((i) => onSubject[i]! >= 0.25 || defect[i]! >= 0.1);
-    const isDefect = (i: number) => defect[i]! >= 0.1;
-    const k = cand.filter(isDefect).length;
-    const lowest = [...cand].sort((a, b) => qBad[a]! - qBad[b]!).slice(0, k);
-    const hits = lowest.filter(isDefect).length;
-    const mean = (xs: number[], arr: Float32Array) => (xs.length ? xs.reduce((s, i) => s + arr[i]!, 0) / xs.length : NaN);
-    const defects = cand.filter(isDefect);
-    rows.push({ id, corruption: t.kind, defectPatches: k, precisionAtK: k ? hits / k : NaN, qDefectClean: mean(defects, qClean), qDefectBad: mean(defects, qBad) });
+  // The self-supervised patch task on other tiny-world images (never the evaluated subjects).
+  const sslDir = join(paths.root, "ssl-images");
+  for (let i = 0; i < o.sslImages; i++) {
+    const subject = randomSubject(rng);
+    const scene = SCENES[rng.int(SCENES.length)]!;
+    const img = i % 2 ? renderReference(subject, o.size).image : renderCorrupted(subject, scene, o.size, new Rng(rng.nextU32())).clean.image;
+    await writePng(join(sslDir, `${String(i).padStart(3, "0")}.png`), img);
   }
-  const valid = rows.filter((r) => r.defectPatches > 0);
-  const avg = (f: (r: (typeof rows)[number]) => number) => valid.reduce((s, r) => s + f(r), 0) / Math.max(1, valid.length);
-  const summary = {
-    pairs: gens.length,
-    defectiveGenerations: rows.length,
-    meanPrecisionAtK: avg((r) => r.precisionAtK),
-    meanQualityOfDefectPatches: { clean: avg((r) => r.qDefectClean), defective: avg((r) => r.qDefectBad) },
-    rows,
-  };
+  const encoderDir = join(paths.root, "encoder-ssl");
+  const ft = await finetuneEncoder({
+    ...FINETUNE_DEFAULTS, cropScale: [...FINETUNE_DEFAULTS.cropScale], images: sslDir, out: encoderDir, featureLayer: o.featureLayer,
+    trainBlocks: 4, steps: o.sslSteps, lr: 3e-4, warmup: 5, holdout: 4, saveEvery: 0, resume: existsSync(join(encoderDir, "state.json")), force: false,
+  });
+  console.log(`finetune-encoder: ${ft.step} steps, held-out patch-matching accuracy ${pct(ft.accuracyBefore ?? NaN)} -> ${pct(ft.accuracyAfter ?? NaN)}`);
+  await score(encoderDir, true);
+  const after = defectFinding(paths.patchScoresDir, truth, o.size);
+
+  const summary = { pairs: gens.length, defectiveGenerations: truth.size, sslAccuracy: { before: ft.accuracyBefore, after: ft.accuracyAfter }, before, after };
   await writeJsonAtomic(join(paths.root, "demo-summary.json"), summary);
-  console.log("\nplanted defect            defect patches  precision@k  q(defect) clean -> defective");
-  for (const r of rows) console.log(`${r.corruption.padEnd(26)}${String(r.defectPatches).padStart(14)}${r.precisionAtK.toFixed(2).padStart(13)}        ${r.qDefectClean.toFixed(3)} -> ${r.qDefectBad.toFixed(3)}`);
-  console.log(`\nmean precision@k ${summary.meanPrecisionAtK.toFixed(2)}; defect patches' quality ${summary.meanQualityOfDefectPatches.clean.toFixed(3)} (clean) -> ${summary.meanQualityOfDefectPatches.defective.toFixed(3)} (defective)`);
+  console.log("\nplanted defect        defect patches   precision@k: base -> ssl   q(defect) clean -> defective: base | ssl");
+  before.rows.forEach((r, i) => {
+    const a = after.rows[i]!;
+    console.log(`${r.corruption.padEnd(22)}${String(r.defectPatches).padStart(14)}${r.precisionAtK.toFixed(2).padStart(15)} -> ${a.precisionAtK.toFixed(2)}        ${r.qDefectClean.toFixed(3)} -> ${r.qDefectBad.toFixed(3)} | ${a.qDefectClean.toFixed(3)} -> ${a.qDefectBad.toFixed(3)}`);
+  });
+  for (const [name, m] of [["base encoder", before], ["SSL-finetuned", after]] as const) {
+    console.log(`${name.padEnd(14)} mean precision@k ${m.meanPrecisionAtK.toFixed(2)}; defect patches' quality ${m.meanQualityOfDefectPatches.clean.toFixed(3)} (clean) -> ${m.meanQualityOfDefectPatches.defective.toFixed(3)} (defective)`);
+  }
   console.log(`heatmaps: ${paths.heatmapsDir}/  summary: ${join(paths.root, "demo-summary.json")}`);
   console.log("not yet in the chain: diffusion generation (issue 5), PatchDPO epochs, evaluation report (issue 6)");
   return summary;
@@ -132,14 +171,15 @@ if (import.meta.main) {
         run: { type: "string", default: "data/runs/demo" }, subjects: { type: "string", default: "8" },
         size: { type: "string", default: "224" }, seed: { type: "string", default: "0" },
         "feature-layer": { type: "string", default: "block_13_expand_relu" },
+        "ssl-images": { type: "string", default: "40" }, "ssl-steps": { type: "string", default: "80" },
         force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
       },
     });
     if (v.help) {
-      return console.log("demo: the embedded tiny-world chain\n\n  --run <dir>      (default data/runs/demo)\n  --subjects <n>   (default 8)\n  --size <px>      (default 224)\n  --seed <n>       (default 0)\n  --force          start over");
+      return console.log("demo: the embedded tiny-world chain\n\n  --run <dir>      (default data/runs/demo)\n  --subjects <n>   (default 8)\n  --size <px>      (default 224)\n  --ssl-images <n> (default 40)\n  --ssl-steps <n>  (default 80)\n  --feature-layer  (default block_13_expand_relu)\n  --seed <n>       (default 0)\n  --force          start over");
     }
     console.log("patchdpo demo: tiny-world references and scene renders (the renderer stands in for the personalized generator), then patch scoring with the embedded MobileNetV2.");
-    const opts = { run: v.run!, subjects: Number(v.subjects), size: Number(v.size), seed: Number(v.seed), force: v.force!, featureLayer: v["feature-layer"]! };
+    const opts = { run: v.run!, subjects: Number(v.subjects), size: Number(v.size), seed: Number(v.seed), force: v.force!, featureLayer: v["feature-layer"]!, sslImages: Number(v["ssl-images"]), sslSteps: Number(v["ssl-steps"]) };
     await recordStep(opts.run, "demo", opts, () => run(opts));
   });
 }

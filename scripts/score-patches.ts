@@ -64,7 +64,11 @@ async function pairsFromRun(run: string): Promise<Pair[]> {
   }
   const refs = new Map((await readJsonlAll(paths.references, ReferenceRow)).map((r) => [r.id, r]));
   const gens = await readJsonlAll(paths.generations, GenerationRow);
+  const seen = new Set<string>();
   return gens.map((g, i) => {
+    // Outputs are named by id: two rows with one id would overwrite each other's files.
+    if (seen.has(g.id)) throw new UserError(`${paths.generations}:${i + 1}: duplicate id "${g.id}" (patch scores and heatmaps are named by id; give each generation its own)`);
+    seen.add(g.id);
     const r = refs.get(g.referenceId);
     if (!r) throw new UserError(`${paths.generations}:${i + 1}: referenceId "${g.referenceId}" is not in ${paths.references} (the manifests do not match; regenerate or fix the row)`);
     return { id: g.id, referenceId: r.id, reference: r.image, generated: g.image, refAbs: paths.resolve(r.image), genAbs: paths.resolve(g.image) };
@@ -169,6 +173,8 @@ export async function run(o: ScoreOptions): Promise<{ scored: number; skipped: n
 
 /** Joins the shard manifests (`--merge`) into patch-scores.jsonl. */
 export async function merge(runDir: string, count: number): Promise<number> {
+  // A count that is not a positive integer would "merge" nothing and overwrite patch-scores.jsonl.
+  if (!Number.isSafeInteger(count) || count < 1) throw new UsageError(`--merge ${count}: expected the shard count n (a positive integer) used with --shard i/n`);
   const paths = runPaths(runDir);
   const rows: PatchScoreRow[] = [];
   for (let index = 0; index < count; index++) {
@@ -202,7 +208,7 @@ usage: bun scripts/score-patches.ts (--run <dir> | --pairs <file.jsonl> [--out <
 
 if (import.meta.main) {
   await runMain(async () => {
-    const { values: v } = parseArgs({
+    const parse = () => parseArgs({
       args: Bun.argv.slice(2),
       options: {
         run: { type: "string" }, pairs: { type: "string" }, out: { type: "string" },
@@ -216,6 +222,13 @@ if (import.meta.main) {
         force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
       },
     });
+    let v: ReturnType<typeof parse>["values"];
+    try {
+      v = parse().values;
+    } catch (e) {
+      // Unknown flags, missing values, stray positionals: usage errors (exit 2), not bugs.
+      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
+    }
     if (v.help) return console.log(HELP);
     const Flags = type({
       latentGrid: "number.integer > 0", lowThreshold: "0 <= number <= 1", batch: "number.integer > 0", threads: "number.integer >= 0",
@@ -228,6 +241,7 @@ if (import.meta.main) {
     if (flags instanceof type.errors) throw new UsageError(`bad flag: ${flags.summary}\n\n${HELP}`);
     if (v.merge) {
       if (!v.run) throw new UsageError("--merge needs --run <dir>");
+      if (!/^\s*\d+\s*$/.test(v.merge)) throw new UsageError(`--merge ${JSON.stringify(v.merge)}: expected the shard count n (a positive integer) used with --shard i/n`);
       const n = await merge(v.run, Number(v.merge));
       return console.log(`merged ${n} rows into ${runPaths(v.run).patchScores}`);
     }
