@@ -105,12 +105,17 @@ export async function run(o: ScoreOptions): Promise<{ scored: number; skipped: n
   for (const p of mine) for (const f of [p.refAbs, p.genAbs]) if (!existsSync(f)) throw new UserError(`pair "${p.id}": image ${f} does not exist`);
 
   const paths = runPaths(outDir);
+  const encoderTag = o.featureLayer ? `${o.encoder}#${o.featureLayer}` : o.encoder;
   const manifest = o.shard ? shardPath(paths.patchScores, o.shard) : paths.patchScores;
   if (o.force && existsSync(manifest)) rmSync(manifest);
   const done = new Set<string>();
   if (existsSync(manifest)) {
     await repairJsonlTail(manifest); // a crash mid-append leaves a partial last line
-    for (const r of await readJsonlAll(manifest, PatchScoreRow)) done.add(r.id);
+    for (const r of await readJsonlAll(manifest, PatchScoreRow)) {
+      // Resuming with another encoder would mix two kinds of scores in one manifest.
+      if (r.encoder !== encoderTag) throw new UserError(`${manifest}: row "${r.id}" was scored with encoder "${r.encoder}", this run uses "${encoderTag}"; pass --force to rescore everything`);
+      done.add(r.id);
+    }
   }
   const todo = mine.filter((p) => !done.has(p.id));
   mkdirSync(paths.patchScoresDir, { recursive: true });
@@ -162,7 +167,7 @@ export async function run(o: ScoreOptions): Promise<{ scored: number; skipped: n
         lowShare: lowShare(qGen, o.lowThreshold),
         scores: scoresRel,
         heatmap: heatRel,
-        encoder: o.encoder,
+        encoder: encoderTag,
       }, PatchScoreRow);
       bar.tick();
     }

@@ -542,6 +542,12 @@ describe("resume, --force, --shard + merge", () => {
     for (const r of rescored) expect(r.qGenMean).toBeCloseTo(byId.get(r.id)!.qGenMean, 6);
   });
 
+  test("resuming with another encoder or feature layer is refused (scores would mix)", async () => {
+    const dir = await makeRun("resume-encoder", ids.slice(0, 1));
+    await run(await options({ run: dir }));
+    await expectRejects(run(await options({ run: dir, layer: "block_13_expand_relu" })), UserError, "was scored with encoder", "--force");
+  });
+
   test("--shard 0/2 and 1/2 cover every pair once; merge joins them", async () => {
     const dir = await makeRun("shards", ids);
     const a = await run(await options({ run: dir, shard: { index: 0, count: 2 } }));
