@@ -16,6 +16,7 @@ import * as ort from "onnxruntime-node";
 import * as G from "../graph/index.ts";
 import { UserError } from "../io/errors.ts";
 import { type RgbImage, resizeBicubic, toCHW } from "../io/images.ts";
+import { refuseUnsafeWeights } from "../io/safetensors.ts";
 import { OverlaySource, Params, SafetensorsSource, type WeightSource } from "../nn/params.ts";
 import type { PatchEncoder } from "./encoder.ts";
 import { loadMobileNetV2 } from "./mobilenet.ts";
@@ -67,17 +68,41 @@ function readJson(path: string): Record<string, unknown> {
   }
 }
 
+/**
+ * The square input size an image processor config asks for: crop_size, else size (a number,
+ * {height, width} or {shortest_edge}); undefined when it names none.
+ */
+function processorImageSize(pre: Record<string, unknown>): number | undefined {
+  const size = pre.crop_size ?? pre.size;
+  if (typeof size === "number") return size;
+  const s = size as Record<string, unknown> | undefined;
+  const v = s?.height ?? s?.shortest_edge;
+  return typeof v === "number" ? v : undefined;
+}
+
+/** Pickled weight files a transformers folder may hold instead of model.safetensors. */
+const PICKLED_WEIGHTS = ["pytorch_model.bin", "model.bin", "model.pt", "model.pth"];
+
 /** A ViT/DINO/DINOv2 folder in the transformers layout as a graph encoder. */
 export function loadVitFolder(dir: string): GraphEncoder {
+  const weights = join(dir, "model.safetensors");
+  if (!existsSync(weights)) {
+    // refuseUnsafeWeights throws the message that explains why and how to convert.
+    for (const f of PICKLED_WEIGHTS) if (existsSync(join(dir, f))) refuseUnsafeWeights(join(dir, f));
+    throw new UserError(`${dir} has no model.safetensors; ${ENCODER_KINDS_HELP}`);
+  }
   const cfg = vitConfigFromJson(readJson(join(dir, "config.json")));
   const pre = existsSync(join(dir, "preprocessor_config.json")) ? readJson(join(dir, "preprocessor_config.json")) : {};
-  const source = new SafetensorsSource([join(dir, "model.safetensors")]);
+  const source = new SafetensorsSource([weights]);
   // Checkpoints saved from a wrapping model prefix keys with the model name.
   const prefix = source.has("embeddings.cls_token") ? "" : source.names().find((n) => n.endsWith("embeddings.cls_token"))?.replace("embeddings.cls_token", "");
   if (prefix === undefined) throw new UserError(`${dir}/model.safetensors has no "embeddings.cls_token": not a transformers ViT/DINOv2 checkpoint`);
   const encoder: PatchEncoder & { config: ViTConfig } = {
     name: `${cfg.layout} (${dir})`,
-    imageSize: cfg.imageSize,
+    // DINOv2 interpolates its position embeddings, so it runs at the size its image processor
+    // crops to (224 for facebook/dinov2-*, whose config says 518), as its ONNX export does; a
+    // ViTModel only runs at config.image_size.
+    imageSize: cfg.layout === "dinov2" ? (processorImageSize(pre) ?? cfg.imageSize) : cfg.imageSize,
     mean: (pre.image_mean as number[]) ?? [0.485, 0.456, 0.406],
     std: (pre.image_std as number[]) ?? [0.229, 0.224, 0.225],
     source,
@@ -103,7 +128,8 @@ export function loadGraphEncoder(spec: string): GraphEncoder {
     const source = new OverlaySource(b.source, new SafetensorsSource([join(dir, "weights.safetensors")]));
     return { encoder: { ...b.encoder, name: `${b.encoder.name} finetuned (${dir})`, source }, source };
   }
-  if (existsSync(join(dir, "config.json")) && existsSync(join(dir, "model.safetensors"))) return loadVitFolder(dir);
+  const weights = ["model.safetensors", ...PICKLED_WEIGHTS];
+  if (existsSync(join(dir, "config.json")) && weights.some((f) => existsSync(join(dir, f)))) return loadVitFolder(dir);
   throw new UserError(`${dir} is not an encoder folder this graph builder can load; ${ENCODER_KINDS_HELP}`);
 }
 
@@ -153,8 +179,7 @@ export function graphFeaturizer(ge: GraphEncoder, opts: FeaturizerOptions = {}):
 export async function onnxFeaturizer(dir: string, opts: FeaturizerOptions = {}): Promise<Featurizer> {
   const cfg = readJson(join(dir, "config.json"));
   const pre = readJson(join(dir, "preprocessor_config.json"));
-  const size = pre.crop_size ?? pre.size;
-  const S = typeof size === "number" ? size : Number((size as Record<string, number>)?.height ?? (size as Record<string, number>)?.shortest_edge ?? cfg.image_size ?? 224);
+  const S = processorImageSize(pre) ?? Number(cfg.image_size ?? 224);
   const mean = (pre.image_mean as number[]) ?? [0.485, 0.456, 0.406];
   const std = (pre.image_std as number[]) ?? [0.229, 0.224, 0.225];
   const patch = Number(cfg.patch_size ?? 16);

@@ -1,8 +1,9 @@
 // Vision Transformer (Dosovitskiy et al.) in the two Hugging Face layouts we read:
 //   "vit"    — ViTModel, e.g. facebook/dino-vits16 (DINO v1): pre-norm blocks, learned position
 //              embeddings for one resolution, final LayerNorm;
-//   "dinov2" — Dinov2Model, e.g. facebook/dinov2-small: the same blocks plus LayerScale, optional
-//              register tokens, and position embeddings interpolated (bicubic) to the input grid.
+//   "dinov2" — Dinov2Model, e.g. facebook/dinov2-small, and Dinov2WithRegistersModel: the same
+//              blocks plus LayerScale, optional register tokens, and position embeddings
+//              interpolated (bicubic; anti-aliased for the register models) to the input grid.
 // Keys follow transformers' module names so a downloaded model.safetensors binds as is.
 
 import * as G from "../graph/index.ts";
@@ -23,6 +24,11 @@ export interface ViTConfig {
   numRegisters: number;
   /** "gelu" (erf) as in every DINO/DINOv2 checkpoint we know of. */
   hiddenAct: "gelu" | "gelu_tanh";
+  /**
+   * Interpolate position embeddings with PyTorch's anti-aliased bicubic (Dinov2WithRegisters, as
+   * the original DINOv2 register models) rather than plain bicubic (Dinov2Model). Default false.
+   */
+  positionAntialias?: boolean;
 }
 
 /** Reads a transformers config.json (ViTConfig / Dinov2Config / Dinov2WithRegistersConfig). */
@@ -36,6 +42,7 @@ export function vitConfigFromJson(cfg: Record<string, unknown>): ViTConfig {
   };
   const hidden = num("hidden_size");
   const act = String(cfg.hidden_act ?? "gelu");
+  if (cfg.use_swiglu_ffn === true) throw new Error(`config.json: use_swiglu_ffn (DINOv2 giant's SwiGLU MLP) is not supported; use a small/base/large DINOv2`);
   return {
     layout,
     hiddenSize: hidden,
@@ -47,6 +54,7 @@ export function vitConfigFromJson(cfg: Record<string, unknown>): ViTConfig {
     layerNormEps: num("layer_norm_eps", layout === "dinov2" ? 1e-6 : 1e-12),
     numRegisters: num("num_register_tokens", 0),
     hiddenAct: act === "gelu" ? "gelu" : act.includes("tanh") || act === "gelu_new" || act === "gelu_pytorch_tanh" ? "gelu_tanh" : "gelu",
+    positionAntialias: type === "dinov2_with_registers",
   };
 }
 
@@ -134,9 +142,64 @@ function positionEmbeddings(p: Params, c: ViTConfig, h: number, w: number): Tens
   if (c.layout === "vit") throw new Error(`ViT: position embeddings are for ${c.imageSize}px (${g0}x${g0} patches); got a ${h}x${w} grid. Resize inputs to ${c.imageSize}px.`);
   const [cls, grid] = G.split(pos, [1, g0 * g0], 1);
   const img = G.transpose(G.reshape(grid!, [1, g0, g0, C]), [0, 3, 1, 2]);
-  // PyTorch's bicubic (a = -0.75, align_corners=False), as transformers' interpolate_pos_encoding.
-  const resized = G.resize(img, [h, w], { mode: "cubic", coordinateTransform: "half_pixel", cubicA: -0.75 });
+  const resized = interpolatePositionGrid(img, h, w, c.positionAntialias ?? false);
   return G.concat([cls!, G.reshape(G.transpose(resized, [0, 2, 3, 1]), [1, h * w, C])], 1);
+}
+
+/**
+ * Resizes a position-embedding grid [1, C, g0, g0] to [1, C, h, w] as transformers'
+ * interpolate_pos_encoding does today: F.interpolate(size=(h, w), mode="bicubic",
+ * align_corners=False), with antialias=False in Dinov2Model and antialias=True in
+ * Dinov2WithRegistersModel. (Older transformers releases had Dinov2Model pass
+ * scale_factor=(h + 0.1) / g0 instead of size=, as facebookresearch/dinov2's interpolate_offset
+ * does, which moves the sampling points slightly; we follow the current code.) Both are linear
+ * maps of the grid, so gradients flow to trainable position embeddings.
+ */
+export function interpolatePositionGrid(img: Tensor, h: number, w: number, antialias: boolean): Tensor {
+  const [, , g0h, g0w] = img.shape as [number, number, number, number];
+  // PyTorch's plain bicubic: Keys cubic a = -0.75, half-pixel centres, edge taps clamped.
+  if (!antialias) return G.resize(img, [h, w], { mode: "cubic", coordinateTransform: "half_pixel", cubicA: -0.75 });
+  // PyTorch's anti-aliased bicubic has no ONNX Resize equivalent at our opset: y = R_h x R_w^T.
+  const g = img.graph;
+  const rh = g.constant(antialiasedBicubicMatrix(g0h, h), [h, g0h]);
+  const rwT = g.constant(transpose2d(antialiasedBicubicMatrix(g0w, w), w, g0w), [g0w, w]);
+  return G.matmul(G.matmul(rh, img), rwT);
+}
+
+function transpose2d(m: Float32Array, rows: number, cols: number): Float32Array {
+  const t = new Float32Array(m.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = m[r * cols + c]!;
+  return t;
+}
+
+/**
+ * The [out, in] weights of F.interpolate(mode="bicubic", antialias=True) along one axis (PyTorch's
+ * separable anti-aliased kernel, itself Pillow's): Keys cubic with a = -0.5, its support widened by
+ * in/out when shrinking, taps outside the input dropped and each row renormalized to sum 1. Unlike
+ * plain bicubic it differs from a = -0.75 / clamped edges even when enlarging.
+ */
+export function antialiasedBicubicMatrix(inSize: number, outSize: number): Float32Array {
+  const a = -0.5;
+  const cubic = (x: number) => {
+    x = Math.abs(x);
+    if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+    if (x < 2) return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
+    return 0;
+  };
+  const scale = inSize / outSize;
+  const support = scale >= 1 ? 2 * scale : 2;
+  const inv = scale >= 1 ? 1 / scale : 1;
+  const m = new Float32Array(outSize * inSize);
+  const row = new Float64Array(inSize);
+  for (let o = 0; o < outSize; o++) {
+    const center = scale * (o + 0.5);
+    const lo = Math.max(Math.trunc(center - support + 0.5), 0);
+    const hi = Math.min(Math.trunc(center + support + 0.5), inSize);
+    let total = 0;
+    for (let j = lo; j < hi; j++) total += row[j] = cubic((j - center + 0.5) * inv);
+    for (let j = lo; j < hi; j++) m[o * inSize + j] = total !== 0 ? row[j]! / total : row[j]!;
+  }
+  return m;
 }
 
 export interface ViTOutputs extends EncoderOutputs {
