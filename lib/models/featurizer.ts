@@ -17,7 +17,7 @@ import * as G from "../graph/index.ts";
 import { UserError } from "../io/errors.ts";
 import { type RgbImage, resizeBicubic, toCHW } from "../io/images.ts";
 import { refuseUnsafeWeights } from "../io/safetensors.ts";
-import { OverlaySource, Params, SafetensorsSource, type WeightSource } from "../nn/params.ts";
+import { OverlaySource, Params, SafetensorsSource, type WeightSource, weightFiles } from "../nn/params.ts";
 import type { PatchEncoder } from "./encoder.ts";
 import { loadMobileNetV2 } from "./mobilenet.ts";
 import { type ViTConfig, vitConfigFromJson, vitForward } from "./vit.ts";
@@ -85,15 +85,17 @@ const PICKLED_WEIGHTS = ["pytorch_model.bin", "model.bin", "model.pt", "model.pt
 
 /** A ViT/DINO/DINOv2 folder in the transformers layout as a graph encoder. */
 export function loadVitFolder(dir: string): GraphEncoder {
-  const weights = join(dir, "model.safetensors");
-  if (!existsSync(weights)) {
+  let weights: string[];
+  try {
+    weights = weightFiles(dir, ["model"]);
+  } catch (e) {
     // refuseUnsafeWeights throws the message that explains why and how to convert.
     for (const f of PICKLED_WEIGHTS) if (existsSync(join(dir, f))) refuseUnsafeWeights(join(dir, f));
-    throw new UserError(`${dir} has no model.safetensors; ${ENCODER_KINDS_HELP}`);
+    throw new UserError(`${(e as Error).message}; ${ENCODER_KINDS_HELP}`);
   }
   const cfg = vitConfigFromJson(readJson(join(dir, "config.json")));
   const pre = existsSync(join(dir, "preprocessor_config.json")) ? readJson(join(dir, "preprocessor_config.json")) : {};
-  const source = new SafetensorsSource([weights]);
+  const source = new SafetensorsSource(weights);
   // Checkpoints saved from a wrapping model prefix keys with the model name.
   const prefix = source.has("embeddings.cls_token") ? "" : source.names().find((n) => n.endsWith("embeddings.cls_token"))?.replace("embeddings.cls_token", "");
   if (prefix === undefined) throw new UserError(`${dir}/model.safetensors has no "embeddings.cls_token": not a transformers ViT/DINOv2 checkpoint`);
@@ -128,7 +130,7 @@ export function loadGraphEncoder(spec: string): GraphEncoder {
     const source = new OverlaySource(b.source, new SafetensorsSource([join(dir, "weights.safetensors")]));
     return { encoder: { ...b.encoder, name: `${b.encoder.name} finetuned (${dir})`, source }, source };
   }
-  const weights = ["model.safetensors", ...PICKLED_WEIGHTS];
+  const weights = ["model.safetensors", "model.safetensors.index.json", ...PICKLED_WEIGHTS];
   if (existsSync(join(dir, "config.json")) && weights.some((f) => existsSync(join(dir, f)))) return loadVitFolder(dir);
   throw new UserError(`${dir} is not an encoder folder this graph builder can load; ${ENCODER_KINDS_HELP}`);
 }

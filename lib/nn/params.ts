@@ -4,7 +4,10 @@
 //   frozen + in memory   -> an inline constant (e.g. weights dequantized from another format);
 //   trainable            -> a graph input; the trainer feeds current values each step.
 
-import { resolve } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { UserError } from "../io/errors.ts";
+import { resolveInside } from "../io/rundir.ts";
 import { type DType, type Graph, type Tensor, cast } from "../graph/index.ts";
 import { openSafetensors, refuseUnsafeWeights, type SafetensorsFile } from "../io/safetensors.ts";
 
@@ -134,4 +137,37 @@ export class OverlaySource implements WeightSource {
   shape(name: string) { return this.pick(name).shape(name); }
   float32(name: string) { return this.pick(name).float32(name); }
   fileRange(name: string) { return this.pick(name).fileRange?.(name); }
+}
+
+/**
+ * The safetensors file(s) holding a model's weights in a folder: `<base>.safetensors`, or the
+ * shards listed by `<base>.safetensors.index.json` (how transformers and diffusers save large
+ * models). `bases` are tried in order (e.g. "model", "diffusion_pytorch_model"); a folder with
+ * only pickled weights gets the refusal that explains why and how to convert.
+ */
+export function weightFiles(dir: string, bases: string[]): string[] {
+  for (const base of bases) {
+    const single = join(dir, `${base}.safetensors`);
+    if (existsSync(single)) return [single];
+    const index = join(dir, `${base}.safetensors.index.json`);
+    if (existsSync(index)) {
+      let map: Record<string, string>;
+      try {
+        map = (JSON.parse(readFileSync(index, "utf8")) as { weight_map: Record<string, string> }).weight_map;
+      } catch (e) {
+        throw new UserError(`${index}: not a safetensors index (${(e as Error).message})`);
+      }
+      const shards = [...new Set(Object.values(map ?? {}))];
+      if (!shards.length) throw new UserError(`${index}: its weight_map lists no files`);
+      return shards.map((f) => {
+        const path = resolveInside(dir, f);
+        if (!existsSync(path)) throw new UserError(`${index} lists ${f}, which is missing from ${dir}`);
+        return path;
+      });
+    }
+  }
+  for (const base of bases) {
+    for (const ext of [".bin", ".pt", ".pth", ".ckpt"]) if (existsSync(join(dir, base + ext))) refuseUnsafeWeights(join(dir, base + ext));
+  }
+  throw new UserError(`${dir}: no ${bases.map((b) => `${b}.safetensors`).join(" or ")} (or a sharded .safetensors.index.json)`);
 }
