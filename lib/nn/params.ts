@@ -42,6 +42,11 @@ export interface ParamsOptions {
   trainable?: (name: string) => boolean;
   /** A prefix added to every requested name (e.g. "unet." inside a combined file). */
   prefix?: string;
+  /**
+   * A prefix for the graph tensors' names only (not the weight keys), so two models whose keys
+   * coincide (SDXL's two CLIP text encoders) can live in one graph.
+   */
+  graphPrefix?: string;
 }
 
 export class Params {
@@ -79,13 +84,13 @@ export class Params {
     }
     let t: Tensor;
     if (this.opts.trainable?.(full)) {
-      t = this.graph.param(full, shape);
+      t = this.graph.param((this.opts.graphPrefix ?? "") + full, shape);
       this.trainable.set(full, t);
     } else {
       const range = this.source.fileRange?.(full);
       t = range
-        ? cast(this.graph.external(full, shape, range.file, range.byteOffset, range.byteLength, range.dtype), "float32")
-        : this.graph.constant(this.source.float32(full), shape, "float32", full);
+        ? cast(this.graph.external((this.opts.graphPrefix ?? "") + full, shape, range.file, range.byteOffset, range.byteLength, range.dtype), "float32")
+        : this.graph.constant(this.source.float32(full), shape, "float32", (this.opts.graphPrefix ?? "") + full);
     }
     this.made.set(full, t);
     return t;
