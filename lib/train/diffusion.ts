@@ -1,0 +1,326 @@
+// One training step of a personalized diffusion model (IP-Adapter on a UNet), as used by
+// PatchDPO's epochs (dpo-epoch) and by the tiny world's pre-training:
+//
+//   batch = B pairs laid out [reference images ; generated images] (2B rows), each pair sharing
+//   noise and timestep, every row conditioned on its pair's reference image (image prompt) and
+//   scene prompt; classifier-free-guidance dropout per pair (image / text / both);
+//   noisy latents and targets are made on the host (the noise schedule is host-side maths);
+//   the graph: text encoder(s) -> UNet with decoupled cross-attention on the image tokens
+//   (image projection from the frozen image encoder's features) -> objective -> gradients of
+//   every trainable weight. A forward-only twin gives the frozen reference model's prediction
+//   (patch-dpo) from the starting weights.
+//
+// Weight names: the UNet's (diffusers) names, "image_proj.*" for the projection, and the text
+// encoders' own names; `saveIpAdapter` writes the trained IP-Adapter in the release layout.
+
+import * as G from "../graph/index.ts";
+import type { Tensor } from "../graph/index.ts";
+import type { RgbImage } from "../io/images.ts";
+import { resizeBicubic, toCHW } from "../io/images.ts";
+import { type TensorInput, writeSafetensors } from "../io/safetensors.ts";
+import { clipPreprocess, clipVisionForward } from "../models/clip-vision.ts";
+import { clipTextForward, clipTextInputs } from "../models/clip-text.ts";
+import { imageProjection } from "../models/ip-adapter.ts";
+import { loadMobileNetV2 } from "../models/mobilenet.ts";
+import { pixelUnshuffle } from "../models/pixel-vae.ts";
+import { IpAdapterUNetSource, ipAdapterKeyMap, unetForward } from "../models/unet.ts";
+import { toLatents, vaeEncode } from "../models/vae.ts";
+import { Params } from "../nn/params.ts";
+import type { DiffusionModel, IpAdapter } from "../diffusion/model.ts";
+import { NoiseSchedule, scheduleConfig } from "../diffusion/schedule.ts";
+import type { Rng } from "../rng.ts";
+import { type DpoOptions, DPO_DEFAULTS, type Objective, objective } from "./objectives.ts";
+
+export interface TrainerSetup {
+  model: DiffusionModel;
+  ip: IpAdapter;
+  /** Pairs per step (the graph runs 2x this many rows). */
+  pairs: number;
+  height: number;
+  width: number;
+  objective: Objective;
+  dpo?: DpoOptions;
+  /** Which weights train, by name (UNet diffusers names, "image_proj.*", text encoder names). */
+  trainable: (name: string) => boolean;
+  /** Overrides of the starting weights by name (e.g. a resumed checkpoint or an earlier epoch). */
+  ipScale?: number;
+  device?: G.Device;
+  threads?: number;
+}
+
+/** Probabilities of classifier-free-guidance dropout per pair (DESIGN.md: 5% / 5% / 5%). */
+export interface CfgDropout { image: number; text: number; both: number }
+export const CFG_DROPOUT: CfgDropout = { image: 0.05, text: 0.05, both: 0.05 };
+
+export interface PairExample {
+  reference: RgbImage;
+  generated: RgbImage;
+  prompt: string;
+  /** Latent-grid quality maps [h*w] (score-patches' q_ref_latent / q_gen_latent); needed by weighted / patch-dpo. */
+  qRef?: Float32Array;
+  qGen?: Float32Array;
+}
+
+export interface StepResult {
+  loss: number;
+  logs: Record<string, number>;
+  grads: Map<string, Float32Array>;
+}
+
+interface Trainable { name: string; tensor: Tensor }
+
+export class DiffusionTrainer {
+  readonly schedule: NoiseSchedule;
+  readonly latentH: number;
+  readonly latentW: number;
+  readonly trainables: Trainable[] = [];
+  /** Starting values of the trainable weights (the frozen reference model of patch-dpo). */
+  readonly initial = new Map<string, Float32Array>();
+  private train!: Promise<G.Compiled>;
+  private forward!: Promise<G.Compiled>;
+  private features!: Promise<G.Compiled>;
+  private encode!: Promise<G.Compiled>;
+  private emptyFeatures?: Float32Array;
+  readonly featureShape: number[];
+
+  constructor(readonly s: TrainerSetup) {
+    const m = s.model;
+    this.schedule = new NoiseSchedule(scheduleConfig(m.scheduler));
+    this.latentH = s.height / m.vaeFactor;
+    this.latentW = s.width / m.vaeFactor;
+    const enc = s.ip.encoder;
+    const proj = s.ip.projection;
+    this.featureShape = proj.kind === "linear" ? [proj.embeddingDim] : enc.kind === "mobilenet" ? [49, 1280] : [enc.config.imageSize / enc.config.patchSize * (enc.config.imageSize / enc.config.patchSize) + 1, enc.config.hiddenSize];
+    this.build();
+  }
+
+  private imageSize(): number {
+    const enc = this.s.ip.encoder;
+    return enc.kind === "clip" ? enc.config.imageSize : 224;
+  }
+
+  private build(): void {
+    const { model: m, ip, pairs: B } = this.s;
+    const R = 2 * B;
+    const opts = { device: this.s.device, threads: this.s.threads };
+    const C = m.latentChannels, h = this.latentH, w = this.latentW;
+
+    const net = (g: G.Graph, training: boolean) => {
+      const trainable = training ? this.s.trainable : undefined;
+      const noisy = g.input("noisy", [R, C, h, w]);
+      const timestep = g.input("timestep", [R]);
+      const hidden: Tensor[] = [];
+      let pooled: Tensor | undefined;
+      m.textEncoders.forEach((te, k) => {
+        const { inputIds, eosIndex } = clipTextInputs(g, R, te.tokenizer.maxLength, `te${k}_`);
+        const p = new Params(g, te.source, { graphPrefix: `te${k}/`, trainable });
+        const r = clipTextForward(p, inputIds, eosIndex, te.config, m.xl && k === 1);
+        hidden.push(m.xl ? r.hiddenStates[r.hiddenStates.length - 2]! : r.lastHiddenState);
+        if (m.xl && k === 1) pooled = r.textEmbeds;
+        if (training) for (const [n, t] of p.trainable) this.addTrainable(`${te.name}/${n}`, t, te.source.float32(n));
+      });
+      const features = g.input("image_features", [R, ...this.featureShape]);
+      const pIp = new Params(g, ip.source, { trainable });
+      const tokens = imageProjection(pIp, features, ip.projection);
+      const unetSource = new IpAdapterUNetSource(m.unet.source, ip.source, m.unet.config);
+      const pUnet = new Params(g, unetSource, { trainable });
+      const xl = m.xl ? { textEmbeds: pooled!, timeIds: g.input("time_ids", [R, 6]) } : {};
+      const pred = unetForward(pUnet, m.unet.config, {
+        sample: noisy, timestep, encoderHiddenStates: G.concat(hidden, 2), ipTokens: tokens, ipScale: this.s.ipScale ?? 1, ...xl,
+      });
+      if (training) {
+        for (const [n, t] of pIp.trainable) this.addTrainable(n, t, ip.source.float32(n));
+        for (const [n, t] of pUnet.trainable) this.addTrainable(n, t, unetSource.float32(n));
+      }
+      return pred;
+    };
+
+    // Training graph: loss, logs and gradients.
+    {
+      const g = new G.Graph();
+      const pred = net(g, true);
+      if (!this.trainables.length) throw new Error("DiffusionTrainer: no weight is trainable (check the trainable selection)");
+      const target = g.input("target", [R, C, h, w]);
+      const qRef = g.input("q_ref", [B, h, w]);
+      const qGen = g.input("q_gen", [B, h, w]);
+      const refPred = this.s.objective === "patch-dpo" ? g.input("ref_pred", [R, C, h, w]) : undefined;
+      const o = objective(this.s.objective, { pred, target, qRef, qGen, refPred }, this.s.dpo ?? DPO_DEFAULTS);
+      const grads = G.grad(o.loss, this.trainables.map((t) => t.tensor));
+      const outs: Record<string, Tensor> = { loss: o.loss };
+      for (const [k, v] of Object.entries(o.logs)) outs[`log:${k}`] = v;
+      this.trainables.forEach((t, i) => {
+        if (grads[i]) outs[`grad:${t.name}`] = grads[i]!;
+      });
+      this.train = G.compile(outs, opts);
+    }
+    // Forward-only twin (the reference model's prediction: the same net fed the starting weights).
+    if (this.s.objective === "patch-dpo") {
+      const g = new G.Graph();
+      const saved = this.trainables.splice(0);
+      const pred = net(g, true);
+      this.trainables.splice(0, this.trainables.length, ...saved);
+      this.forward = G.compile({ pred }, opts);
+    }
+    // Frozen image encoder: images -> features.
+    {
+      const g = new G.Graph();
+      const S = this.imageSize();
+      const pixels = g.input("pixels", [R, 3, S, S]);
+      const enc = ip.encoder;
+      let f: Tensor;
+      if (enc.kind === "clip") {
+        const r = clipVisionForward(new Params(g, enc.source), pixels, enc.config, ip.projection.kind === "linear");
+        f = ip.projection.kind === "linear" ? r.imageEmbeds! : r.hiddenStates[r.hiddenStates.length - 2]!;
+      } else {
+        const { encoder, source } = loadMobileNetV2();
+        const fmap = encoder.forward(new Params(g, source), pixels).patches;
+        f = G.transpose(G.reshape(fmap, [R, 1280, 49]), [0, 2, 1]);
+      }
+      this.features = G.compile({ features: f }, opts);
+    }
+    // Frozen VAE encoder: images in [-1, 1] -> scaled latents.
+    {
+      const g = new G.Graph();
+      const images = g.input("images", [R, 3, this.s.height, this.s.width]);
+      const vae = m.vae;
+      const z = vae.kind === "pixel" ? pixelUnshuffle(images, vae.config) : toLatents(vaeEncode(new Params(g, vae.source), images, vae.config), vae.config);
+      this.encode = G.compile({ latents: z }, opts);
+    }
+  }
+
+  private addTrainable(name: string, tensor: Tensor, value: Float32Array): void {
+    if (this.trainables.some((t) => t.name === name)) return;
+    this.trainables.push({ name, tensor });
+    this.initial.set(name, Float32Array.from(value));
+  }
+
+  /** Image features of the reference images (null: the empty image prompt). */
+  private async imageFeatures(images: (RgbImage | null)[]): Promise<Float32Array> {
+    const S = this.imageSize();
+    const per = 3 * S * S;
+    const px = new Float32Array(images.length * per);
+    images.forEach((img, j) => {
+      if (!img) return;
+      if (this.s.ip.encoder.kind === "clip") clipPreprocess(img, S, px, j * per);
+      else toCHW(img.width === S && img.height === S ? img : resizeBicubic(img, S, S), [0, 0, 0], [1, 1, 1], px, j * per);
+    });
+    return (await (await this.features).run({ pixels: px })).features as Float32Array;
+  }
+
+  private async latents(images: RgbImage[]): Promise<Float32Array> {
+    const { width: W, height: H } = this.s;
+    const per = 3 * H * W;
+    const x = new Float32Array(images.length * per);
+    images.forEach((img, j) => {
+      const r = img.width === W && img.height === H ? img : resizeBicubic(img, W, H);
+      toCHW(r, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], x, j * per); // [-1, 1], as the VAE expects
+    });
+    return (await (await this.encode).run({ images: x })).latents as Float32Array;
+  }
+
+  /**
+   * Host-side batch: latents of [references ; generated], shared noise and timestep per pair,
+   * noisy latents and targets, CFG dropout, token ids, image features, quality maps.
+   */
+  async prepare(batch: PairExample[], rng: Rng, dropout: CfgDropout = CFG_DROPOUT): Promise<G.Feeds> {
+    const B = this.s.pairs;
+    if (batch.length !== B) throw new Error(`DiffusionTrainer: a batch holds ${B} pairs, got ${batch.length}`);
+    const m = this.s.model;
+    const x0 = await this.latents([...batch.map((p) => p.reference), ...batch.map((p) => p.generated)]);
+    const per = x0.length / (2 * B);
+    const noise = new Float32Array(x0.length);
+    const t = new Array<number>(2 * B);
+    for (let i = 0; i < B; i++) {
+      const eps = rng.normals(per);
+      noise.set(eps, i * per);
+      noise.set(eps, (B + i) * per);
+      t[i] = t[B + i] = rng.int(this.schedule.config.numTrainTimesteps);
+    }
+    const noisy = this.schedule.addNoise(x0, noise, t);
+    const target = this.schedule.target(x0, noise, t);
+    // CFG dropout, decided per pair and applied to both of its rows.
+    const dropImage: boolean[] = [], dropText: boolean[] = [];
+    for (let i = 0; i < B; i++) {
+      const u = rng.uniform();
+      const both = u < dropout.both;
+      dropImage.push(both || (u >= dropout.both && u < dropout.both + dropout.image));
+      dropText.push(both || (u >= dropout.both + dropout.image && u < dropout.both + dropout.image + dropout.text));
+    }
+    const prompts = [...batch, ...batch].map((p, r) => (dropText[r % B] ? "" : p.prompt));
+    const feeds: G.Feeds = { noisy, target, timestep: Float32Array.from(t) };
+    const wanted = new Set((await this.train).inputs.map((i) => i.name));
+    m.textEncoders.forEach((te, k) => {
+      const enc = te.tokenizer.encodeBatch(prompts);
+      feeds[`te${k}_input_ids`] = enc.ids;
+      if (wanted.has(`te${k}_eos_index`)) feeds[`te${k}_eos_index`] = enc.eosIndex;
+    });
+    if (m.xl) {
+      const ids = new Float32Array(2 * B * 6);
+      for (let r = 0; r < 2 * B; r++) ids.set([this.s.height, this.s.width, 0, 0, this.s.height, this.s.width], r * 6);
+      feeds.time_ids = ids;
+    }
+    feeds.image_features = await this.imageFeatures([...batch, ...batch].map((p, r) => (dropImage[r % B] ? null : p.reference)));
+    const hw = this.latentH * this.latentW;
+    const qRef = new Float32Array(B * hw), qGen = new Float32Array(B * hw);
+    batch.forEach((p, i) => {
+      if (p.qRef && p.qRef.length !== hw) throw new Error(`quality maps are ${Math.sqrt(p.qRef.length)}^2, the latent grid is ${this.latentH}x${this.latentW}: score with --latent-grid ${this.latentH}`);
+      qRef.set(p.qRef ?? new Float32Array(hw).fill(1), i * hw);
+      qGen.set(p.qGen ?? new Float32Array(hw).fill(1), i * hw);
+    });
+    feeds.q_ref = qRef;
+    feeds.q_gen = qGen;
+    return feeds;
+  }
+
+  private static netFeeds(feeds: G.Feeds, weights: Map<string, Float32Array>, trainables: Trainable[]): G.Feeds {
+    const out: G.Feeds = { ...feeds };
+    for (const t of trainables) out[t.tensor.name] = weights.get(t.name)!;
+    return out;
+  }
+
+  /** Loss, logged values and gradients at `weights` (by trainable name). */
+  async step(feeds: G.Feeds, weights: Map<string, Float32Array>): Promise<StepResult> {
+    const train = await this.train;
+    const all = DiffusionTrainer.netFeeds(feeds, weights, this.trainables);
+    if (this.s.objective === "patch-dpo") {
+      const fwd = await this.forward;
+      const fwdFeeds: G.Feeds = {};
+      const wanted = new Set(fwd.inputs.map((i) => i.name));
+      for (const [k, v] of Object.entries(DiffusionTrainer.netFeeds(feeds, this.initial, this.trainables))) if (wanted.has(k)) fwdFeeds[k] = v;
+      all.ref_pred = (await fwd.run(fwdFeeds)).pred as Float32Array;
+    }
+    const wantedTrain = new Set(train.inputs.map((i) => i.name));
+    const trainFeeds: G.Feeds = {};
+    for (const [k, v] of Object.entries(all)) if (wantedTrain.has(k)) trainFeeds[k] = v;
+    const r = await train.run(trainFeeds);
+    const logs: Record<string, number> = {};
+    const grads = new Map<string, Float32Array>();
+    for (const [k, v] of Object.entries(r)) {
+      if (k.startsWith("log:")) logs[k.slice(4)] = (v as Float32Array)[0]!;
+      else if (k.startsWith("grad:")) grads.set(k.slice(5), v as Float32Array);
+    }
+    return { loss: (r.loss as Float32Array)[0]!, logs, grads };
+  }
+
+  /** Shapes of the trainable weights, by name. */
+  shapes(): Map<string, number[]> {
+    return new Map(this.trainables.map((t) => [t.name, [...t.tensor.shape]]));
+  }
+}
+
+/**
+ * Writes an IP-Adapter file in the release layout (image_proj.*, ip_adapter.<n>.to_k_ip/to_v_ip):
+ * the trained weights where given, the original file's weights elsewhere. diffusers'
+ * `load_ip_adapter` and our generate-images read it.
+ */
+export async function saveIpAdapter(path: string, model: DiffusionModel, ip: IpAdapter, trained: Map<string, Float32Array>): Promise<void> {
+  const toRelease = ipAdapterKeyMap(model.unet.config);
+  const out: Record<string, TensorInput> = {};
+  for (const name of ip.source.names()) out[name] = { dtype: "F32", shape: ip.source.shape(name), data: ip.source.float32(name) };
+  for (const [name, value] of trained) {
+    const key = toRelease.get(name) ?? (name.startsWith("image_proj.") ? name : undefined);
+    if (key && out[key]) out[key] = { dtype: "F32", shape: out[key]!.shape, data: value };
+  }
+  const dimHead = ip.projection.kind === "resampler" ? String(ip.projection.dimHead) : "64";
+  await writeSafetensors(path, out, { format: "pt", dim_head: dimHead, written_by: "patchdpo" });
+}
