@@ -56,6 +56,12 @@ export interface PairExample {
   reference: RgbImage;
   generated: RgbImage;
   prompt: string;
+  /**
+   * The reference row's own prompt, when it differs from the pair's scene prompt (pre-training
+   * teaches "on a white background" with the reference and the scene with the generated image).
+   * PatchDPO conditions both rows on the scene prompt, as the authors do.
+   */
+  referencePrompt?: string;
   /** Latent-grid quality maps [h*w] (score-patches' q_ref_latent / q_gen_latent); needed by weighted / patch-dpo. */
   qRef?: Float32Array;
   qGen?: Float32Array;
@@ -165,7 +171,7 @@ export class DiffusionTrainer {
     {
       const g = new G.Graph();
       const S = this.imageSize();
-      const pixels = g.input("pixels", [R, 3, S, S]);
+      const pixels = g.input("pixels", [B, 3, S, S]); // one image prompt per pair, shared by its two rows
       const enc = ip.encoder;
       let f: Tensor;
       if (enc.kind === "clip") {
@@ -174,7 +180,7 @@ export class DiffusionTrainer {
       } else {
         const { encoder, source } = loadMobileNetV2();
         const fmap = encoder.forward(new Params(g, source), pixels).patches;
-        f = G.transpose(G.reshape(fmap, [R, 1280, 49]), [0, 2, 1]);
+        f = G.transpose(G.reshape(fmap, [B, 1280, 49]), [0, 2, 1]);
       }
       this.features = G.compile({ features: f }, opts);
     }
@@ -246,7 +252,7 @@ export class DiffusionTrainer {
       dropImage.push(both || (u >= dropout.both && u < dropout.both + dropout.image));
       dropText.push(both || (u >= dropout.both + dropout.image && u < dropout.both + dropout.image + dropout.text));
     }
-    const prompts = [...batch, ...batch].map((p, r) => (dropText[r % B] ? "" : p.prompt));
+    const prompts = [...batch, ...batch].map((p, r) => (dropText[r % B] ? "" : r < B ? (p.referencePrompt ?? p.prompt) : p.prompt));
     const feeds: G.Feeds = { noisy, target, timestep: Float32Array.from(t) };
     const wanted = new Set((await this.train).inputs.map((i) => i.name));
     m.textEncoders.forEach((te, k) => {
@@ -259,7 +265,11 @@ export class DiffusionTrainer {
       for (let r = 0; r < 2 * B; r++) ids.set([this.s.height, this.s.width, 0, 0, this.s.height, this.s.width], r * 6);
       feeds.time_ids = ids;
     }
-    feeds.image_features = await this.imageFeatures([...batch, ...batch].map((p, r) => (dropImage[r % B] ? null : p.reference)));
+    const f = await this.imageFeatures(batch.map((p, i) => (dropImage[i] ? null : p.reference)));
+    const both = new Float32Array(2 * f.length);
+    both.set(f);
+    both.set(f, f.length);
+    feeds.image_features = both;
     const hw = this.latentH * this.latentW;
     const qRef = new Float32Array(B * hw), qGen = new Float32Array(B * hw);
     batch.forEach((p, i) => {
