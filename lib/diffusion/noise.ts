@@ -9,6 +9,7 @@
 // shard that made it or whether the run was resumed.
 
 import { Rng } from "../rng.ts";
+import { stableHash } from "../io/rundir.ts";
 
 function checkShape(shape: readonly number[]): number {
   let n = 1;
@@ -53,13 +54,5 @@ export function batchLatents(perImage: readonly number[], seeds: readonly number
  */
 export function imageSeed(baseSeed: number, id: string | number): number {
   checkSeed(baseSeed);
-  const bytes = new TextEncoder().encode(`${baseSeed}:${id}`);
-  let h = 0x811c9dc5;
-  for (const b of bytes) h = Math.imul(h ^ b, 0x01000193);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return stableHash(`${baseSeed}:${id}`);
 }
