@@ -18,10 +18,10 @@
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { basename, extname, join, relative, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { type } from "arktype";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../lib/io/atomic.ts";
+import { parseFlags } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { type RgbImage, loadImage } from "../lib/io/images.ts";
 import { appendJsonl, readJsonlAll, repairJsonlTail, writeJsonl } from "../lib/io/manifest.ts";
@@ -468,24 +468,15 @@ render the report with: bun scripts/report.ts --eval <out>`;
 
 if (import.meta.main) {
   await runMain(async () => {
-    const parse = () => parseArgs({
-      args: Bun.argv.slice(2),
-      options: {
-        images: { type: "string" }, run: { type: "string" }, real: { type: "string" }, prompts: { type: "string" }, bench: { type: "string" },
-        "unique-token": { type: "string" }, dino: { type: "string" }, clip: { type: "string" },
-        "encoder-feature": { type: "string", default: DEFAULTS.encoderFeature }, setting: { type: "string", default: DEFAULTS.setting },
-        "ref-photo": { type: "string", default: DEFAULTS.refPhoto }, out: { type: "string" },
-        batch: { type: "string", default: String(DEFAULTS.batch) }, shard: { type: "string" }, merge: { type: "string" },
-        device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) },
-        force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
-      },
-    });
-    let v: ReturnType<typeof parse>["values"];
-    try {
-      v = parse().values;
-    } catch (e) {
-      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
-    }
+    const v = parseFlags({
+      images: { type: "string" }, run: { type: "string" }, real: { type: "string" }, prompts: { type: "string" }, bench: { type: "string" },
+      "unique-token": { type: "string" }, dino: { type: "string" }, clip: { type: "string" },
+      "encoder-feature": { type: "string", default: DEFAULTS.encoderFeature }, setting: { type: "string", default: DEFAULTS.setting },
+      "ref-photo": { type: "string", default: DEFAULTS.refPhoto }, out: { type: "string" },
+      batch: { type: "string", default: String(DEFAULTS.batch) }, shard: { type: "string" }, merge: { type: "string" },
+      device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) },
+      force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
+    }, HELP);
     if (v.help) return console.log(HELP);
     const Flags = type({
       batch: "number.integer > 0", threads: "number.integer >= 0", setting: type.enumerated(...SETTINGS), device: type.enumerated(...DEVICES),

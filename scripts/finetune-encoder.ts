@@ -18,10 +18,10 @@
 
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
 import { basename, extname, join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { type } from "arktype";
 import * as G from "../lib/graph/index.ts";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
+import { parseFlags } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { type RgbImage, loadImage, resizeBicubic, toCHW } from "../lib/io/images.ts";
 import { appendJsonl, readJsonlAll, repairJsonlTail, writeJsonl } from "../lib/io/manifest.ts";
@@ -460,27 +460,24 @@ state.json (config.encoder names the base encoder, so --encoder <out> loads it) 
 
 if (import.meta.main) {
   await runMain(async () => {
-    const { values: v } = parseArgs({
-      args: Bun.argv.slice(2),
-      options: {
-        images: { type: "string" }, run: { type: "string" }, encoder: { type: "string", default: DEFAULTS.encoder },
-        "feature-layer": { type: "string" }, "image-size": { type: "string" },
-        "train-blocks": { type: "string", default: String(DEFAULTS.trainBlocks) },
-        temperature: { type: "string", default: String(DEFAULTS.temperature) },
-        lr: { type: "string", default: String(DEFAULTS.lr) }, "min-lr": { type: "string", default: String(DEFAULTS.minLr) },
-        "weight-decay": { type: "string", default: String(DEFAULTS.weightDecay) },
-        schedule: { type: "string", default: DEFAULTS.schedule }, warmup: { type: "string", default: String(DEFAULTS.warmup) },
-        steps: { type: "string", default: String(DEFAULTS.steps) }, batch: { type: "string", default: String(DEFAULTS.batch) },
-        matches: { type: "string", default: String(DEFAULTS.matches) }, clip: { type: "string", default: String(DEFAULTS.clip) },
-        holdout: { type: "string", default: String(DEFAULTS.holdout) }, "holdout-views": { type: "string", default: String(DEFAULTS.holdoutViews) },
-        "crop-scale": { type: "string", default: DEFAULTS.cropScale.join(",") }, jitter: { type: "string", default: String(DEFAULTS.jitter) },
-        seed: { type: "string", default: String(DEFAULTS.seed) }, out: { type: "string" }, name: { type: "string" },
-        "save-every": { type: "string", default: String(DEFAULTS.saveEvery) }, resume: { type: "boolean", default: false },
-        "stop-at": { type: "string" }, force: { type: "boolean", default: false },
-        device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
+    const v = parseFlags({
+      images: { type: "string" }, run: { type: "string" }, encoder: { type: "string", default: DEFAULTS.encoder },
+      "feature-layer": { type: "string" }, "image-size": { type: "string" },
+      "train-blocks": { type: "string", default: String(DEFAULTS.trainBlocks) },
+      temperature: { type: "string", default: String(DEFAULTS.temperature) },
+      lr: { type: "string", default: String(DEFAULTS.lr) }, "min-lr": { type: "string", default: String(DEFAULTS.minLr) },
+      "weight-decay": { type: "string", default: String(DEFAULTS.weightDecay) },
+      schedule: { type: "string", default: DEFAULTS.schedule }, warmup: { type: "string", default: String(DEFAULTS.warmup) },
+      steps: { type: "string", default: String(DEFAULTS.steps) }, batch: { type: "string", default: String(DEFAULTS.batch) },
+      matches: { type: "string", default: String(DEFAULTS.matches) }, clip: { type: "string", default: String(DEFAULTS.clip) },
+      holdout: { type: "string", default: String(DEFAULTS.holdout) }, "holdout-views": { type: "string", default: String(DEFAULTS.holdoutViews) },
+      "crop-scale": { type: "string", default: DEFAULTS.cropScale.join(",") }, jitter: { type: "string", default: String(DEFAULTS.jitter) },
+      seed: { type: "string", default: String(DEFAULTS.seed) }, out: { type: "string" }, name: { type: "string" },
+      "save-every": { type: "string", default: String(DEFAULTS.saveEvery) }, resume: { type: "boolean", default: false },
+      "stop-at": { type: "string" }, force: { type: "boolean", default: false },
+      device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) },
+      help: { type: "boolean", short: "h", default: false },
+    }, HELP);
     if (v.help) return console.log(HELP);
     const Flags = type({
       trainBlocks: "number.integer > 0", temperature: "number > 0", lr: "number > 0", minLr: "number >= 0", weightDecay: "number >= 0",

@@ -18,9 +18,9 @@
 
 import { existsSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { type } from "arktype";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
+import { parseFlags } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { type RgbImage, loadImage, writePng } from "../lib/io/images.ts";
 import { appendJsonl, readJsonlAll, repairJsonlTail, writeJsonl } from "../lib/io/manifest.ts";
@@ -213,25 +213,16 @@ ${MODEL_LAYOUT_HELP}`;
 
 if (import.meta.main) {
   await runMain(async () => {
-    let parsed;
-    try {
-      parsed = parseArgs({
-        args: Bun.argv.slice(2),
-        options: {
-          run: { type: "string" }, mode: { type: "string" }, model: { type: "string" }, "ip-adapter": { type: "string" }, "image-encoder": { type: "string" },
-          "ip-scale": { type: "string", default: String(DEFAULTS.ipScale) }, "per-reference": { type: "string", default: String(DEFAULTS.perReference) },
-          sampler: { type: "string", default: DEFAULTS.sampler }, steps: { type: "string", default: String(DEFAULTS.steps) },
-          guidance: { type: "string", default: String(DEFAULTS.guidance) }, size: { type: "string" }, width: { type: "string" }, height: { type: "string" },
-          "negative-prompt": { type: "string", default: "" }, seed: { type: "string", default: "0" }, batch: { type: "string", default: "1" },
-          "defect-rate": { type: "string", default: String(DEFAULTS.defectRate) }, shard: { type: "string" }, merge: { type: "string" },
-          device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: "0" },
-          force: { type: "boolean", default: false }, "check-models": { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
-        },
-      });
-    } catch (e) {
-      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
-    }
-    const v = parsed.values;
+    const v = parseFlags({
+      run: { type: "string" }, mode: { type: "string" }, model: { type: "string" }, "ip-adapter": { type: "string" }, "image-encoder": { type: "string" },
+      "ip-scale": { type: "string", default: String(DEFAULTS.ipScale) }, "per-reference": { type: "string", default: String(DEFAULTS.perReference) },
+      sampler: { type: "string", default: DEFAULTS.sampler }, steps: { type: "string", default: String(DEFAULTS.steps) },
+      guidance: { type: "string", default: String(DEFAULTS.guidance) }, size: { type: "string" }, width: { type: "string" }, height: { type: "string" },
+      "negative-prompt": { type: "string", default: "" }, seed: { type: "string", default: "0" }, batch: { type: "string", default: "1" },
+      "defect-rate": { type: "string", default: String(DEFAULTS.defectRate) }, shard: { type: "string" }, merge: { type: "string" },
+      device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: "0" },
+      force: { type: "boolean", default: false }, "check-models": { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
+    }, HELP);
     if (v.help) return console.log(HELP);
     if (v["check-models"]) {
       if (!v.model) throw new UsageError("--check-models needs --model <folder>");

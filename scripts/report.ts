@@ -7,9 +7,9 @@
 //   bun scripts/report.ts --eval out/eval --compare data/runs/r0      # before/after table
 
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { type } from "arktype";
 import { writeFileAtomic } from "../lib/io/atomic.ts";
+import { parseFlags } from "../lib/io/cli.ts";
 import { runMain, UsageError } from "../lib/io/errors.ts";
 import { recordStep } from "../lib/io/runlog.ts";
 import { buildReport, type ReportOptions, resolveEvalDir } from "../lib/eval/report.ts";
@@ -50,21 +50,12 @@ usage: bun scripts/report.ts (--run <dir> | --eval <folder>) [options]
 
 if (import.meta.main) {
   await runMain(async () => {
-    const parse = () => parseArgs({
-      args: Bun.argv.slice(2),
-      options: {
-        run: { type: "string" }, eval: { type: "string" }, compare: { type: "string" }, "train-log": { type: "string", multiple: true },
-        gallery: { type: "string", default: String(DEFAULTS.gallery) }, thumb: { type: "string", default: String(DEFAULTS.thumb) },
-        "log-scale": { type: "boolean", default: DEFAULTS.logScale }, title: { type: "string" }, out: { type: "string" },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    });
-    let v: ReturnType<typeof parse>["values"];
-    try {
-      v = parse().values;
-    } catch (e) {
-      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
-    }
+    const v = parseFlags({
+      run: { type: "string" }, eval: { type: "string" }, compare: { type: "string" }, "train-log": { type: "string", multiple: true },
+      gallery: { type: "string", default: String(DEFAULTS.gallery) }, thumb: { type: "string", default: String(DEFAULTS.thumb) },
+      "log-scale": { type: "boolean", default: DEFAULTS.logScale }, title: { type: "string" }, out: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    }, HELP);
     if (v.help) return console.log(HELP);
     const flags = type({ gallery: "number.integer >= 0", thumb: "32 <= number.integer <= 1024" })({ gallery: Number(v.gallery), thumb: Number(v.thumb) });
     if (flags instanceof type.errors) throw new UsageError(`bad flag: ${flags.summary}\n\n${HELP}`);

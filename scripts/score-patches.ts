@@ -11,9 +11,9 @@
 
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { type } from "arktype";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
+import { parseFlags } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { type RgbImage, loadImage } from "../lib/io/images.ts";
 import { appendJsonl, readJsonlAll, repairJsonlTail, writeJsonl } from "../lib/io/manifest.ts";
@@ -213,27 +213,17 @@ usage: bun scripts/score-patches.ts (--run <dir> | --pairs <file.jsonl> [--out <
 
 if (import.meta.main) {
   await runMain(async () => {
-    const parse = () => parseArgs({
-      args: Bun.argv.slice(2),
-      options: {
-        run: { type: "string" }, pairs: { type: "string" }, out: { type: "string" },
-        encoder: { type: "string", default: DEFAULTS.encoder }, "feature-layer": { type: "string" },
-        "latent-grid": { type: "string", default: String(DEFAULTS.latentGrid) },
-        "low-threshold": { type: "string", default: String(DEFAULTS.lowThreshold) },
-        normalization: { type: "string", default: DEFAULTS.normalization },
-        batch: { type: "string", default: String(DEFAULTS.batch) },
-        shard: { type: "string" }, merge: { type: "string" },
-        device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) },
-        force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
-      },
-    });
-    let v: ReturnType<typeof parse>["values"];
-    try {
-      v = parse().values;
-    } catch (e) {
-      // Unknown flags, missing values, stray positionals: usage errors (exit 2), not bugs.
-      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
-    }
+    const v = parseFlags({
+      run: { type: "string" }, pairs: { type: "string" }, out: { type: "string" },
+      encoder: { type: "string", default: DEFAULTS.encoder }, "feature-layer": { type: "string" },
+      "latent-grid": { type: "string", default: String(DEFAULTS.latentGrid) },
+      "low-threshold": { type: "string", default: String(DEFAULTS.lowThreshold) },
+      normalization: { type: "string", default: DEFAULTS.normalization },
+      batch: { type: "string", default: String(DEFAULTS.batch) },
+      shard: { type: "string" }, merge: { type: "string" },
+      device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) },
+      force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
+    }, HELP);
     if (v.help) return console.log(HELP);
     const Flags = type({
       latentGrid: "number.integer > 0", lowThreshold: "0 <= number <= 1", batch: "number.integer > 0", threads: "number.integer >= 0",

@@ -12,8 +12,8 @@
 // existing file (the model would not answer the same way twice).
 
 import { existsSync, readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
 import { type } from "arktype";
+import { parseFlags } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { readJsonlAll, writeJsonl } from "../lib/io/manifest.ts";
 import { runPaths } from "../lib/io/rundir.ts";
@@ -198,28 +198,19 @@ Rerunning with the same flags leaves a byte-identical prompts.jsonl (grammar) or
 
 if (import.meta.main) {
   await runMain(async () => {
-    const parse = () => parseArgs({
-      args: Bun.argv.slice(2),
-      options: {
-        run: { type: "string" },
-        subjects: { type: "string", default: String(DEFAULTS.subjects) },
-        "scenes-per-subject": { type: "string", default: String(DEFAULTS.scenesPerSubject) },
-        seed: { type: "string", default: String(DEFAULTS.seed) },
-        world: { type: "string", default: DEFAULTS.world },
-        "llm-url": { type: "string" }, "llm-model": { type: "string" }, "llm-key-env": { type: "string" },
-        "llm-batch": { type: "string", default: String(DEFAULTS.llmBatch) },
-        "llm-retries": { type: "string", default: String(DEFAULTS.llmRetries) },
-        "llm-backoff-ms": { type: "string", default: String(DEFAULTS.llmBackoffMs) },
-        "llm-timeout-ms": { type: "string", default: String(DEFAULTS.llmTimeoutMs) },
-        force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
-      },
-    });
-    let v: ReturnType<typeof parse>["values"];
-    try {
-      v = parse().values;
-    } catch (e) {
-      throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
-    }
+    const v = parseFlags({
+      run: { type: "string" },
+      subjects: { type: "string", default: String(DEFAULTS.subjects) },
+      "scenes-per-subject": { type: "string", default: String(DEFAULTS.scenesPerSubject) },
+      seed: { type: "string", default: String(DEFAULTS.seed) },
+      world: { type: "string", default: DEFAULTS.world },
+      "llm-url": { type: "string" }, "llm-model": { type: "string" }, "llm-key-env": { type: "string" },
+      "llm-batch": { type: "string", default: String(DEFAULTS.llmBatch) },
+      "llm-retries": { type: "string", default: String(DEFAULTS.llmRetries) },
+      "llm-backoff-ms": { type: "string", default: String(DEFAULTS.llmBackoffMs) },
+      "llm-timeout-ms": { type: "string", default: String(DEFAULTS.llmTimeoutMs) },
+      force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
+    }, HELP);
     if (v.help) return console.log(HELP);
     // Number("") is 0 and Number("1e3") is 1000: only plain digits count as integers here.
     const int = (s: string | undefined) => (s !== undefined && /^\s*\d+\s*$/.test(s) ? Number(s) : Number.NaN);
