@@ -42,7 +42,7 @@ export interface TrainerSetup {
   dpo?: DpoOptions;
   /** Which weights train, by name (UNet diffusers names, "image_proj.*", text encoder names). */
   trainable: (name: string) => boolean;
-  /** Overrides of the starting weights by name (e.g. a resumed checkpoint or an earlier epoch). */
+  /** Weight of the image prompt in every cross-attention (IP-Adapter's `scale`). */
   ipScale?: number;
   device?: G.Device;
   threads?: number;
