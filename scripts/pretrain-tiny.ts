@@ -12,10 +12,10 @@
 //
 //   bun scripts/pretrain-tiny.ts --steps 3000 --out checkpoints/tiny
 
-import { mkdirSync, rmSync } from "node:fs";
+import { cpSync, mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { runMain } from "../lib/io/errors.ts";
+import { runMain, UsageError } from "../lib/io/errors.ts";
 import { appendJsonl } from "../lib/io/manifest.ts";
 import { writeJsonAtomic } from "../lib/io/atomic.ts";
 import { resizeBicubic } from "../lib/io/images.ts";
@@ -36,7 +36,7 @@ export const TINY_PROJECTION: ResamplerConfig = { kind: "resampler", embeddingDi
 /** The reference prompt a tiny-world subject gets (as synthesize-prompts --world tiny writes it). */
 export const tinyReferencePrompt = (text: string) => `a photo of ${text}, isolated on a white background`;
 
-export function tinySpec(corpus: string[]): ModelFolderSpec {
+export function tinySpec(corpus: string[], prediction = "v_prediction"): ModelFolderSpec {
   const vocab = trainBpe(corpus, 400);
   const n = Object.keys(vocab.vocab).length;
   return {
@@ -53,7 +53,9 @@ export function tinySpec(corpus: string[]): ModelFolderSpec {
     tokenizer: vocab,
     scheduler: {
       _class_name: "DDIMScheduler", num_train_timesteps: 1000, beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012,
-      prediction_type: "epsilon", clip_sample: false, set_alpha_to_one: false, steps_offset: 1,
+      // v-prediction: a toy model's epsilon errors at high noise blow up its x0 estimates (x 12 at
+      // t = 950); v keeps them bounded. Clipping x0 to the image range steadies the sampler further.
+      prediction_type: prediction, clip_sample: true, set_alpha_to_one: false, steps_offset: 1,
     },
   };
 }
@@ -68,7 +70,13 @@ function example(rng: Rng): PairExample {
   return { reference, generated: resizeBicubic(generated, TINY_SIZE, TINY_SIZE), prompt: scenePrompt(text, scene), referencePrompt: tinyReferencePrompt(text) };
 }
 
-export interface PretrainOptions { out: string; steps: number; batch: number; lr: number; seed: number; threads: number; logEvery: number }
+export interface PretrainOptions {
+  out: string; steps: number; batch: number; lr: number; seed: number; threads: number; logEvery: number;
+  /** Continue from an earlier tiny model folder (its UNet, text encoder and IP-Adapter). */
+  init?: string;
+  prediction: "epsilon" | "v_prediction";
+  warmup: number;
+}
 
 export async function run(o: PretrainOptions) {
   // The vocabulary covers the tiny world's words: many subject descriptions and every scene phrase.
@@ -78,17 +86,22 @@ export async function run(o: PretrainOptions) {
     const t = describeSubject(randomSubject(rng0)).text;
     corpus.push(tinyReferencePrompt(t), scenePrompt(t, SCENES[i % SCENES.length]!));
   }
-  const spec = tinySpec(corpus);
+  const spec = tinySpec(corpus, o.prediction);
   const work = `${o.out}.init`;
   rmSync(work, { recursive: true, force: true });
-  await writeModelFolder(work, spec, o.seed);
-  await writeIpAdapter(join(work, "ip-adapter.safetensors"), spec.unet, TINY_PROJECTION, o.seed + 10);
+  if (o.init) {
+    cpSync(o.init, work, { recursive: true });
+    await writeJsonAtomic(join(work, "scheduler", "scheduler_config.json"), spec.scheduler);
+  } else {
+    await writeModelFolder(work, spec, o.seed);
+    await writeIpAdapter(join(work, "ip-adapter.safetensors"), spec.unet, TINY_PROJECTION, o.seed + 10);
+  }
   const model = loadDiffusionModel(work);
   const ip = loadIpAdapter(join(work, "ip-adapter.safetensors"), "mobilenet_v2", TINY_PROJECTION.dimHead);
   const trainer = new DiffusionTrainer({ model, ip, pairs: o.batch, height: TINY_SIZE, width: TINY_SIZE, objective: "mse", trainable: () => true, threads: o.threads });
   const weights = new Map([...trainer.initial].map(([k, v]) => [k, Float32Array.from(v)]));
   const opt = new AdamW({ lr: o.lr, weightDecay: 0.01 });
-  const sched = { name: "cosine" as const, lr: o.lr, warmupSteps: 100, totalSteps: o.steps, minLr: o.lr * 0.05 };
+  const sched = { name: "cosine" as const, lr: o.lr, warmupSteps: o.warmup, totalSteps: o.steps, minLr: o.lr * 0.05 };
   mkdirSync(o.out, { recursive: true });
   const log = join(o.out, "train-log.jsonl");
   rmSync(log, { force: true });
@@ -122,7 +135,8 @@ export async function run(o: PretrainOptions) {
   await saveIpAdapter(join(o.out, "ip-adapter.safetensors"), model, ip, weights);
   await writeJsonAtomic(join(o.out, "tiny-world.json"), {
     about: "The tiny world's personalized generator (scripts/pretrain-tiny.ts): SD-style UNet + CLIP text encoder + IP-Adapter-Plus Resampler over MobileNetV2 features, 32x32 images, pixel-unshuffle VAE, trained from scratch with --objective mse on tiny-world renders.",
-    imageEncoder: "mobilenet_v2", size: TINY_SIZE, steps: o.steps, batch: o.batch, lr: o.lr, seed: o.seed, seconds: (performance.now() - t0) / 1000,
+    imageEncoder: "mobilenet_v2", size: TINY_SIZE, steps: o.steps, batch: o.batch, lr: o.lr, seed: o.seed, prediction: o.prediction,
+    init: o.init ?? null, seconds: (performance.now() - t0) / 1000,
   });
   rmSync(work, { recursive: true, force: true });
 }
@@ -134,8 +148,13 @@ if (import.meta.main) {
       options: {
         out: { type: "string", default: "checkpoints/tiny" }, steps: { type: "string", default: "3000" }, batch: { type: "string", default: "8" },
         lr: { type: "string", default: "5e-4" }, seed: { type: "string", default: "0" }, threads: { type: "string", default: "0" }, "log-every": { type: "string", default: "25" },
+        init: { type: "string" }, prediction: { type: "string", default: "v_prediction" }, warmup: { type: "string", default: "100" },
       },
     });
-    await run({ out: v.out!, steps: Number(v.steps), batch: Number(v.batch), lr: Number(v.lr), seed: Number(v.seed), threads: Number(v.threads), logEvery: Number(v["log-every"]) });
+    if (v.prediction !== "epsilon" && v.prediction !== "v_prediction") throw new UsageError("--prediction must be epsilon or v_prediction");
+    await run({
+      out: v.out!, steps: Number(v.steps), batch: Number(v.batch), lr: Number(v.lr), seed: Number(v.seed), threads: Number(v.threads), logEvery: Number(v["log-every"]),
+      init: v.init, prediction: v.prediction, warmup: Number(v.warmup),
+    });
   });
 }
