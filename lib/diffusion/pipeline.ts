@@ -84,6 +84,7 @@ function toRgb(images: Float32Array, count: number, H: number, W: number): RgbIm
 
 export class Pipeline {
   private readonly graphs = new Map<string, Promise<G.Compiled>>();
+  private uncondTokens?: Float32Array;
   readonly latentH: number;
   readonly latentW: number;
 
@@ -263,7 +264,9 @@ export class Pipeline {
           return it.image;
         });
         const cond = await this.imageTokens([...refs, ...new Array(B - n).fill(null)]);
-        const uncond = await this.imageTokens(new Array(B).fill(null));
+        // The empty image prompt is the same for every batch: encode it once.
+        this.uncondTokens ??= await this.imageTokens(new Array(B).fill(null));
+        const uncond = this.uncondTokens;
         feeds.ip_tokens = new Float32Array(uncond.length + cond.length);
         (feeds.ip_tokens as Float32Array).set(uncond);
         (feeds.ip_tokens as Float32Array).set(cond, uncond.length);
