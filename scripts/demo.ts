@@ -1,42 +1,54 @@
-// `make demo`: the longest real chain that exists today, on the embedded tiny world.
+// `make demo`: the whole PatchDPO chain on the embedded tiny world, on a CPU, in a few minutes.
 //
-//   1. tiny-world subjects -> clean white-background references (references.jsonl)
-//   2. each subject in a scene, once clean and once with a known local defect (generations.jsonl);
-//      the renderer stands in for IP-Adapter until the diffusion stack (issue 5) lands
-//   3. score-patches with the embedded MobileNetV2 -> patch-scores.jsonl, heatmaps/
-//   4. how well the scores find the defects the renderer planted (it knows the truth):
-//      demo-summary.json
+//   1. synthesize-prompts --world tiny            subjects, reference prompts, scene prompts
+//   2. generate-images --mode reference           clean references (the tiny world's renderer)
+//   3. generate-images --mode personalized        the tiny SD + IP-Adapter-Plus (checkpoints/tiny)
+//   4. finetune-encoder                           the patch encoder's self-supervised task
+//   5. score-patches                              q_gen / q_ref maps and heatmaps
+//   6. dpo-epoch --objective patch-dpo            one (short) PatchDPO epoch on the IP-Adapter
+//   7. generate-images again with the trained IP-Adapter (same seeds), into <run>-after
+//   8. eval + report                              before / after, report.html
+//   and a scorer check: the renderer plants known defects, score-patches should find them.
 //
-// Re-running reuses what is there (score-patches resumes); `--force` starts over.
+// Re-running reuses what is there (every step resumes); --force starts over.
 
-import { existsSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
-import { runMain } from "../lib/io/errors.ts";
-import { writePng } from "../lib/io/images.ts";
 import { writeJsonAtomic } from "../lib/io/atomic.ts";
-import { writeJsonl } from "../lib/io/manifest.ts";
-import { relPaths, runPaths } from "../lib/io/rundir.ts";
-import { recordStep } from "../lib/io/runlog.ts";
+import { parseFlags } from "../lib/io/cli.ts";
+import { runMain, UserError } from "../lib/io/errors.ts";
+import { writePng } from "../lib/io/images.ts";
+import { readJsonlAll } from "../lib/io/manifest.ts";
+import { runPaths } from "../lib/io/rundir.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
-import { GenerationRow, ReferenceRow } from "../lib/io/schemas.ts";
+import { GenerationRow, PromptRow } from "../lib/io/schemas.ts";
 import { Rng } from "../lib/rng.ts";
-import { SCENES, describeSubject, randomSubject, renderCorrupted, renderReference, scenePrompt } from "../lib/tinyworld/index.ts";
+import { SCENES, randomSubject, renderCorrupted, renderReference, subjectFromSeed, getScene } from "../lib/tinyworld/index.ts";
+import { DEFAULTS as DPO_DEFAULTS, run as dpoEpoch } from "./dpo-epoch.ts";
+import { DEFAULTS as EVAL_DEFAULTS, run as evaluate } from "./eval.ts";
 import { DEFAULTS as FINETUNE_DEFAULTS, run as finetuneEncoder } from "./finetune-encoder.ts";
-import { run as scorePatches } from "./score-patches.ts";
+import { DEFAULTS as GENERATE_DEFAULTS, type GenerateOptions, run as generateImages } from "./generate-images.ts";
+import { run as report } from "./report.ts";
+import { DEFAULTS as SCORE_DEFAULTS, run as scorePatches } from "./score-patches.ts";
+import { DEFAULTS as PROMPT_DEFAULTS, run as synthesizePrompts } from "./synthesize-prompts.ts";
 
 export interface DemoOptions {
   run: string;
+  /** The tiny world's trained generator (scripts/pretrain-tiny.ts). */
+  model: string;
   subjects: number;
-  size: number;
+  perReference: number;
+  /** Sampling steps of the tiny generator. */
+  steps: number;
+  sslSteps: number;
+  dpoSteps: number;
   seed: number;
   force: boolean;
-  /** Extra tiny-world images for the encoder's self-supervised finetune, and its steps. */
-  sslImages: number;
-  sslSteps: number;
-  /** MobileNetV2 feature map: block_13_expand_relu (14x14) resolves small details better than out_relu (7x7). */
-  featureLayer: string;
 }
+
+const TINY = 32; // the tiny generator's image size (pixel-unshuffle VAE: 16x16 latents)
+const step = (n: number, what: string) => console.log(`\n[${n}] ${what}`);
+const pct = (x: number | undefined) => (x === undefined ? "-" : `${(100 * x).toFixed(1)}%`);
 
 /** Share of each patch's pixels inside a pixel mask, on an h x w grid. */
 function patchCoverage(mask: Uint8Array, size: number, h: number, w: number): Float32Array {
@@ -53,133 +65,145 @@ function patchCoverage(mask: Uint8Array, size: number, h: number, w: number): Fl
   return out;
 }
 
-interface Truth { defect: Uint8Array; subject: Uint8Array; kind: string; clean: string }
-
-interface DefectRow { id: string; corruption: string; defectPatches: number; precisionAtK: number; qDefectClean: number; qDefectBad: number }
-
 /**
- * How well the scores find the planted defects: within the subject's own patches, the k
- * lowest-quality patches (k = number of defect patches) vs the true defect patches; and the
- * quality of the defect patches in the clean vs the defective render of the same scene.
- * (A missing detail shows in q_ref, on the reference side, more than in q_gen.)
+ * The scorer check: the renderer's personalized "generations" carry known defects; within the
+ * subject's patches, are the k lowest-quality patches (k = number of defect patches) the defect
+ * patches (precision@k), and how much does the defect lower the quality of its patches?
  */
-function defectFinding(scoresDir: string, truth: Map<string, Truth>, size: number) {
-  const rows: DefectRow[] = [];
-  for (const [id, t] of truth) {
-    const q = openSafetensors(join(scoresDir, `${id}.safetensors`));
-    const qBad = q.float32("q_gen");
-    const qClean = openSafetensors(join(scoresDir, `${t.clean}.safetensors`)).float32("q_gen");
+async function scorerCheck(run: string, size: number) {
+  const rows = await readJsonlAll(runPaths(run).generations, GenerationRow);
+  const subjectSeed = new Map((await readJsonlAll(runPaths(run).prompts, PromptRow)).map((p) => [p.subjectId, p.seed]));
+  const out: { defect: string; patches: number; precisionAtK: number }[] = [];
+  for (const g of rows) {
+    const kind = String(g.settings.defect);
+    if (kind === "none") continue;
+    // Re-render the same image (same seed) to recover its ground-truth defect mask.
+    const rng = new Rng(g.seed);
+    rng.uniform(); // the defect-or-not draw generate-images made
+    const r = renderCorrupted(subjectFromSeed(subjectSeed.get(g.subjectId)!), getScene(String(g.settings.scene)), size, rng);
+    const q = openSafetensors(join(run, "patch-scores", `${g.id}.safetensors`));
+    const qGen = q.float32("q_gen");
     const [h, w] = q.info("q_gen").shape as [number, number];
-    const defect = patchCoverage(t.defect, size, h, w);
-    const onSubject = patchCoverage(t.subject, size, h, w);
+    const defect = patchCoverage(r.corruptionMask, size, h, w);
+    const onSubject = patchCoverage(r.mask, size, h, w);
     const isDefect = (i: number) => defect[i]! >= 0.1;
-    const cand = [...qBad.keys()].filter((i) => onSubject[i]! >= 0.25 || isDefect(i));
-    const defects = cand.filter(isDefect);
-    const k = defects.length;
-    const hits = [...cand].sort((a, b) => qBad[a]! - qBad[b]!).slice(0, k).filter(isDefect).length;
-    const mean = (arr: Float32Array) => (k ? defects.reduce((s, i) => s + arr[i]!, 0) / k : NaN);
-    rows.push({ id, corruption: t.kind, defectPatches: k, precisionAtK: k ? hits / k : NaN, qDefectClean: mean(qClean), qDefectBad: mean(qBad) });
+    const cand = [...qGen.keys()].filter((i) => onSubject[i]! >= 0.25 || isDefect(i));
+    const k = cand.filter(isDefect).length;
+    if (!k) continue;
+    const hits = [...cand].sort((a, b) => qGen[a]! - qGen[b]!).slice(0, k).filter(isDefect).length;
+    out.push({ defect: kind, patches: k, precisionAtK: hits / k });
   }
-  const valid = rows.filter((r) => r.defectPatches > 0);
-  const avg = (f: (r: DefectRow) => number) => valid.reduce((s, r) => s + f(r), 0) / Math.max(1, valid.length);
-  return {
-    meanPrecisionAtK: avg((r) => r.precisionAtK),
-    meanQualityOfDefectPatches: { clean: avg((r) => r.qDefectClean), defective: avg((r) => r.qDefectBad) },
-    rows,
-  };
+  const mean = out.reduce((s, r) => s + r.precisionAtK, 0) / Math.max(1, out.length);
+  return { rows: out, meanPrecisionAtK: mean };
 }
 
-const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
-
 export async function run(o: DemoOptions) {
-  const paths = runPaths(o.run);
-  if (o.force && existsSync(paths.root)) rmSync(paths.root, { recursive: true });
-  const rng = new Rng(o.seed);
-  const refs: ReferenceRow[] = [];
-  const gens: GenerationRow[] = [];
-  const truth = new Map<string, Truth>();
-  for (let s = 0; s < o.subjects; s++) {
-    const subject = randomSubject(rng);
-    const d = describeSubject(subject);
-    const ref = renderReference(subject, o.size);
-    const refRel = relPaths.referenceImage(subject.id);
-    await writePng(join(paths.root, refRel), ref.image);
-    const settings = { model: "tinyworld-renderer", width: o.size, height: o.size };
-    refs.push({ id: subject.id, subjectId: subject.id, prompt: `a photo of ${d.text}, isolated on a white background`, image: refRel, seed: o.seed, settings });
-    // k = 0: the subject in a scene as it should be; k = 1: the same scene with one local defect.
-    const scene = SCENES[rng.int(SCENES.length)]!;
-    const sceneSeed = rng.nextU32();
-    const bad = renderCorrupted(subject, scene, o.size, new Rng(sceneSeed));
-    for (const [k, img] of [[0, bad.clean.image], [1, bad.image]] as const) {
-      const id = `${subject.id}-${k}`;
-      const rel = relPaths.generationImage(subject.id, k);
-      await writePng(join(paths.root, rel), img);
-      gens.push({
-        id, referenceId: subject.id, subjectId: subject.id, prompt: scenePrompt(d.text, scene), image: rel, seed: sceneSeed, k,
-        settings: { ...settings, scene: scene.name, corruption: k === 1 ? bad.corruption.kind : "none" },
-      });
+  if (!existsSync(join(o.model, "model_index.json"))) throw new UserError(`${o.model} is not there: the tiny world's generator is committed under checkpoints/tiny (remake it with bun scripts/pretrain-tiny.ts)`);
+  const before = o.run;
+  const after = `${o.run}-after`;
+  const scorer = `${o.run}-scorer`;
+  if (o.force) for (const d of [before, after, scorer]) rmSync(d, { recursive: true, force: true });
+  const ip = join(o.model, "ip-adapter.safetensors");
+  const gen = (x: Partial<GenerateOptions>): GenerateOptions => ({ ...GENERATE_DEFAULTS, run: before, mode: "reference", model: "tinyworld", ...x });
+  const personalized = (run: string, ipAdapter: string) =>
+    generateImages(gen({ run, mode: "personalized", model: o.model, ipAdapter, imageEncoder: "mobilenet_v2", width: TINY, height: TINY, steps: o.steps, guidance: 3, ipScale: 1, perReference: o.perReference, batch: 4, seed: o.seed }));
+
+  step(1, "synthesize-prompts --world tiny");
+  await synthesizePrompts({ ...PROMPT_DEFAULTS, run: before, subjects: o.subjects, scenesPerSubject: o.perReference, seed: o.seed, world: "tiny", force: false, log: () => {} });
+  step(2, "generate-images --mode reference --model tinyworld (clean white-background references)");
+  await generateImages(gen({ width: 224, height: 224, seed: o.seed }));
+  step(3, `generate-images --mode personalized --model ${o.model} (tiny SD + IP-Adapter-Plus over MobileNetV2)`);
+  const g = await personalized(before, ip);
+  console.log(`    ${g.generated} images (${g.skipped} already there)`);
+
+  step(4, "finetune-encoder (self-supervised patch InfoNCE) on tiny-world renders");
+  const sslDir = join(before, "ssl-images");
+  if (!existsSync(sslDir)) {
+    mkdirSync(sslDir, { recursive: true });
+    const rng = new Rng(o.seed + 99);
+    for (let i = 0; i < 40; i++) {
+      const s = randomSubject(rng);
+      const img = i % 2 ? renderReference(s, 224).image : renderCorrupted(s, SCENES[rng.int(SCENES.length)]!, 224, new Rng(rng.nextU32())).clean.image;
+      await writePng(join(sslDir, `${String(i).padStart(3, "0")}.png`), img);
     }
-    truth.set(`${subject.id}-1`, { defect: bad.corruptionMask, subject: bad.mask, kind: bad.corruption.kind, clean: `${subject.id}-0` });
   }
-  await writeJsonl(paths.references, refs, ReferenceRow);
-  await writeJsonl(paths.generations, gens, GenerationRow);
-  console.log(`tiny world: ${refs.length} subjects -> ${refs.length} references, ${gens.length} scene renders (half with a planted defect) in ${paths.root}`);
-
-  const score = (encoder: string, force: boolean) =>
-    scorePatches({ run: o.run, encoder, featureLayer: o.featureLayer, latentGrid: 64, lowThreshold: 0.5, normalization: "clamp", batch: 8, device: "cpu", threads: 0, force });
-  const base = await score("default", false);
-  console.log(`score-patches (MobileNetV2 from nsfwjs, ${o.featureLayer}): ${base.scored} pairs scored, ${base.skipped} already done`);
-  const before = defectFinding(paths.patchScoresDir, truth, o.size);
-
-  // The self-supervised patch task on other tiny-world images (never the evaluated subjects).
-  const sslDir = join(paths.root, "ssl-images");
-  for (let i = 0; i < o.sslImages; i++) {
-    const subject = randomSubject(rng);
-    const scene = SCENES[rng.int(SCENES.length)]!;
-    const img = i % 2 ? renderReference(subject, o.size).image : renderCorrupted(subject, scene, o.size, new Rng(rng.nextU32())).clean.image;
-    await writePng(join(sslDir, `${String(i).padStart(3, "0")}.png`), img);
-  }
-  const encoderDir = join(paths.root, "encoder-ssl");
+  const encoder = join(before, "encoder-ssl");
   const ft = await finetuneEncoder({
-    ...FINETUNE_DEFAULTS, cropScale: [...FINETUNE_DEFAULTS.cropScale], images: sslDir, out: encoderDir, featureLayer: o.featureLayer,
-    trainBlocks: 4, steps: o.sslSteps, lr: 3e-4, warmup: 5, holdout: 4, saveEvery: 0, resume: existsSync(join(encoderDir, "state.json")), force: false,
+    ...FINETUNE_DEFAULTS, cropScale: [...FINETUNE_DEFAULTS.cropScale], images: sslDir, out: encoder, steps: o.sslSteps, lr: 3e-4, warmup: 5,
+    holdout: 4, saveEvery: 0, resume: existsSync(join(encoder, "state.json")), force: false, seed: o.seed,
   });
-  console.log(`finetune-encoder: ${ft.step} steps, held-out patch-matching accuracy ${pct(ft.accuracyBefore ?? NaN)} -> ${pct(ft.accuracyAfter ?? NaN)}`);
-  await score(encoderDir, true);
-  const after = defectFinding(paths.patchScoresDir, truth, o.size);
+  console.log(`    held-out patch-matching accuracy ${pct(ft.accuracyBefore)} -> ${pct(ft.accuracyAfter)}`);
 
-  const summary = { pairs: gens.length, defectiveGenerations: truth.size, sslAccuracy: { before: ft.accuracyBefore, after: ft.accuracyAfter }, before, after };
-  await writeJsonAtomic(join(paths.root, "demo-summary.json"), summary);
-  console.log("\nplanted defect        defect patches   precision@k: base -> ssl   q(defect) clean -> defective: base | ssl");
-  before.rows.forEach((r, i) => {
-    const a = after.rows[i]!;
-    console.log(`${r.corruption.padEnd(22)}${String(r.defectPatches).padStart(14)}${r.precisionAtK.toFixed(2).padStart(15)} -> ${a.precisionAtK.toFixed(2)}        ${r.qDefectClean.toFixed(3)} -> ${r.qDefectBad.toFixed(3)} | ${a.qDefectClean.toFixed(3)} -> ${a.qDefectBad.toFixed(3)}`);
+  step(5, "score-patches with the finetuned encoder (latent grid 16x16)");
+  await scorePatches({ ...SCORE_DEFAULTS, run: before, encoder, latentGrid: TINY / 2 });
+
+  step(6, `dpo-epoch --objective patch-dpo (${o.dpoSteps} steps)`);
+  const dpo = await dpoEpoch({
+    ...DPO_DEFAULTS, run: before, model: o.model, ipAdapter: ip, imageEncoder: "mobilenet_v2", objective: "patch-dpo", size: TINY,
+    lr: 1e-4, beta: 500, maxSteps: o.dpoSteps, saveEvery: 0, seed: o.seed, resume: false, force: false,
   });
-  for (const [name, m] of [["base encoder", before], ["SSL-finetuned", after]] as const) {
-    console.log(`${name.padEnd(14)} mean precision@k ${m.meanPrecisionAtK.toFixed(2)}; defect patches' quality ${m.meanQualityOfDefectPatches.clean.toFixed(3)} (clean) -> ${m.meanQualityOfDefectPatches.defective.toFixed(3)} (defective)`);
-  }
-  console.log(`heatmaps: ${paths.heatmapsDir}/  summary: ${join(paths.root, "demo-summary.json")}`);
-  console.log("not yet in the chain: diffusion generation (issue 5), PatchDPO epochs, evaluation report (issue 6)");
+  console.log(`    trained IP-Adapter: ${dpo.out}`);
+
+  step(7, "generate-images again with the trained IP-Adapter (same prompts and seeds)");
+  mkdirSync(after, { recursive: true });
+  for (const f of ["prompts.jsonl", "references.jsonl", "references"]) if (!existsSync(join(after, f))) cpSync(join(before, f), join(after, f), { recursive: true });
+  await personalized(after, dpo.out);
+
+  step(8, "eval (feature score against the references) and report");
+  const ev = { ...EVAL_DEFAULTS, setting: "all-refs" as const, encoderFeature: "default" };
+  await evaluate({ ...ev, run: before });
+  await evaluate({ ...ev, run: after });
+  const rep = await report({ run: after, compare: before, trainLogs: [join(before, "train"), encoder], title: "patchdpo demo: tiny world, before vs after one PatchDPO epoch" });
+  const sb = (await Bun.file(join(before, "eval", "summary.json")).json()) as { metrics: Record<string, number> };
+  const sa = (await Bun.file(join(after, "eval", "summary.json")).json()) as { metrics: Record<string, number> };
+
+  step(9, "scorer check: renderer scenes with planted defects (ground truth known), scored at 14x14");
+  await synthesizePrompts({ ...PROMPT_DEFAULTS, run: scorer, subjects: o.subjects, scenesPerSubject: 2, seed: o.seed, world: "tiny", force: false, log: () => {} });
+  await generateImages(gen({ run: scorer, width: 224, height: 224, seed: o.seed }));
+  await generateImages(gen({ run: scorer, mode: "personalized", width: 224, height: 224, perReference: 2, defectRate: 0.5, seed: o.seed }));
+  // The 14x14 map resolves the renderer's small details better than the 7x7 one.
+  await scorePatches({ ...SCORE_DEFAULTS, run: scorer, encoder, featureLayer: "block_13_expand_relu", latentGrid: 28 });
+  const check = await scorerCheck(scorer, 224);
+
+  const summary = {
+    sslAccuracy: { before: ft.accuracyBefore, after: ft.accuracyAfter },
+    feature: { before: sb.metrics.feature, after: sa.metrics.feature },
+    dpo: dpo.out,
+    report: rep.path,
+    scorerCheck: check,
+  };
+  await writeJsonAtomic(join(before, "demo-summary.json"), summary);
+  console.log(`\nfeature score of the generations vs their references: ${sb.metrics.feature?.toFixed(4)} (before) -> ${sa.metrics.feature?.toFixed(4)} (after one short PatchDPO epoch)`);
+  console.log(`scorer check: planted defects found in the k lowest-quality subject patches, mean precision@k ${check.meanPrecisionAtK.toFixed(2)} over ${check.rows.length} defective images`);
+  console.log(`report: ${rep.path}\nheatmaps: ${join(before, "heatmaps")}/\nsummary: ${join(before, "demo-summary.json")}`);
   return summary;
 }
 
+const HELP = `demo: the whole PatchDPO chain on the embedded tiny world
+
+  --run <dir>            (default data/runs/demo; also writes <dir>-after and <dir>-scorer)
+  --model <dir>          the tiny world's generator (default checkpoints/tiny)
+  --subjects <n>         (default 6)
+  --per-reference <k>    generations per reference (default 2)
+  --steps <n>            sampling steps (default 20)
+  --ssl-steps <n>        encoder finetune steps (default 60)
+  --dpo-steps <n>        PatchDPO steps (default 20)
+  --seed <n>             (default 0)
+  --force                start over`;
+
 if (import.meta.main) {
   await runMain(async () => {
-    const { values: v } = parseArgs({
-      args: Bun.argv.slice(2),
-      options: {
-        run: { type: "string", default: "data/runs/demo" }, subjects: { type: "string", default: "8" },
-        size: { type: "string", default: "224" }, seed: { type: "string", default: "0" },
-        "feature-layer": { type: "string", default: "block_13_expand_relu" },
-        "ssl-images": { type: "string", default: "40" }, "ssl-steps": { type: "string", default: "80" },
-        force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
-      },
+    const v = parseFlags({
+      run: { type: "string", default: "data/runs/demo" }, model: { type: "string", default: "checkpoints/tiny" },
+      subjects: { type: "string", default: "6" }, "per-reference": { type: "string", default: "2" }, steps: { type: "string", default: "20" },
+      "ssl-steps": { type: "string", default: "60" }, "dpo-steps": { type: "string", default: "20" }, seed: { type: "string", default: "0" },
+      force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
+    }, HELP);
+    if (v.help) return console.log(HELP);
+    console.log("patchdpo demo: prompts -> references -> personalized generations -> encoder SSL -> patch scores -> PatchDPO epoch -> generations again -> eval + report, all on the tiny world (CPU, no downloads).");
+    await run({
+      run: v.run!, model: v.model!, subjects: Number(v.subjects), perReference: Number(v["per-reference"]), steps: Number(v.steps),
+      sslSteps: Number(v["ssl-steps"]), dpoSteps: Number(v["dpo-steps"]), seed: Number(v.seed), force: v.force!,
     });
-    if (v.help) {
-      return console.log("demo: the embedded tiny-world chain\n\n  --run <dir>      (default data/runs/demo)\n  --subjects <n>   (default 8)\n  --size <px>      (default 224)\n  --ssl-images <n> (default 40)\n  --ssl-steps <n>  (default 80)\n  --feature-layer  (default block_13_expand_relu)\n  --seed <n>       (default 0)\n  --force          start over");
-    }
-    console.log("patchdpo demo: tiny-world references and scene renders (the renderer stands in for the personalized generator), then patch scoring with the embedded MobileNetV2.");
-    const opts = { run: v.run!, subjects: Number(v.subjects), size: Number(v.size), seed: Number(v.seed), force: v.force!, featureLayer: v["feature-layer"]!, sslImages: Number(v["ssl-images"]), sslSteps: Number(v["ssl-steps"]) };
-    await recordStep(opts.run, "demo", opts, () => run(opts));
   });
 }
