@@ -17,13 +17,13 @@ import { join } from "node:path";
 import { writeJsonAtomic } from "../lib/io/atomic.ts";
 import { parseFlags } from "../lib/io/cli.ts";
 import { runMain, UserError } from "../lib/io/errors.ts";
-import { writePng } from "../lib/io/images.ts";
+import { loadImage, writePng } from "../lib/io/images.ts";
 import { readJsonlAll } from "../lib/io/manifest.ts";
 import { runPaths } from "../lib/io/rundir.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
-import { GenerationRow, PromptRow } from "../lib/io/schemas.ts";
+import { GenerationRow } from "../lib/io/schemas.ts";
 import { Rng } from "../lib/rng.ts";
-import { SCENES, randomSubject, renderCorrupted, renderReference, subjectFromSeed, getScene } from "../lib/tinyworld/index.ts";
+import { SCENES, randomSubject, renderCorrupted, renderReference } from "../lib/tinyworld/index.ts";
 import { DEFAULTS as DPO_DEFAULTS, run as dpoEpoch } from "./dpo-epoch.ts";
 import { DEFAULTS as EVAL_DEFAULTS, run as evaluate } from "./eval.ts";
 import { DEFAULTS as FINETUNE_DEFAULTS, run as finetuneEncoder } from "./finetune-encoder.ts";
@@ -70,22 +70,21 @@ function patchCoverage(mask: Uint8Array, size: number, h: number, w: number): Fl
  * subject's patches, are the k lowest-quality patches (k = number of defect patches) the defect
  * patches (precision@k), and how much does the defect lower the quality of its patches?
  */
-async function scorerCheck(run: string, size: number) {
-  const rows = await readJsonlAll(runPaths(run).generations, GenerationRow);
-  const subjectSeed = new Map((await readJsonlAll(runPaths(run).prompts, PromptRow)).map((p) => [p.subjectId, p.seed]));
+async function scorerCheck(run: string) {
+  const paths = runPaths(run);
   const out: { defect: string; patches: number; precisionAtK: number }[] = [];
-  for (const g of rows) {
+  for (const g of await readJsonlAll(paths.generations, GenerationRow)) {
     const kind = String(g.settings.defect);
     if (kind === "none") continue;
-    // Re-render the same image (same seed) to recover its ground-truth defect mask.
-    const rng = new Rng(g.seed);
-    rng.uniform(); // the defect-or-not draw generate-images made
-    const r = renderCorrupted(subjectFromSeed(subjectSeed.get(g.subjectId)!), getScene(String(g.settings.scene)), size, rng);
+    // generate-images --model tinyworld writes the truth beside the image: red = defect, green = subject.
+    const truth = await loadImage(paths.resolve(String(g.settings.truth)));
+    const size = truth.width;
+    const channel = (c: number) => Uint8Array.from({ length: size * size }, (_, i) => (truth.data[i * 3 + c]! > 127 ? 1 : 0));
     const q = openSafetensors(join(run, "patch-scores", `${g.id}.safetensors`));
     const qGen = q.float32("q_gen");
     const [h, w] = q.info("q_gen").shape as [number, number];
-    const defect = patchCoverage(r.corruptionMask, size, h, w);
-    const onSubject = patchCoverage(r.mask, size, h, w);
+    const defect = patchCoverage(channel(0), size, h, w);
+    const onSubject = patchCoverage(channel(1), size, h, w);
     const isDefect = (i: number) => defect[i]! >= 0.1;
     const cand = [...qGen.keys()].filter((i) => onSubject[i]! >= 0.25 || isDefect(i));
     const k = cand.filter(isDefect).length;
@@ -163,7 +162,7 @@ export async function run(o: DemoOptions) {
   await generateImages(gen({ run: scorer, mode: "personalized", width: 224, height: 224, perReference: 2, defectRate: 0.5, seed: o.seed }));
   // The 14x14 map resolves the renderer's small details better than the 7x7 one.
   await scorePatches({ ...SCORE_DEFAULTS, run: scorer, encoder, featureLayer: "block_13_expand_relu", latentGrid: 28 });
-  const check = await scorerCheck(scorer, 224);
+  const check = await scorerCheck(scorer);
 
   const summary = {
     sslAccuracy: { before: ft.accuracyBefore, after: ft.accuracyAfter },

@@ -143,7 +143,15 @@ export async function run(o: GenerateOptions): Promise<{ generated: number; skip
         const rng = new Rng(j.seed);
         const defect = rng.uniform() < o.defectRate;
         const r = renderCorrupted(subject, scene, o.width, rng);
-        await write(j, defect ? r.image : r.clean.image, { scene: scene.name, defect: defect ? r.corruption.kind : "none" });
+        // The ground truth beside the image: red = the planted defect's pixels, green = the subject's.
+        const truthRel = relPaths.generationImage(j.referenceId!, j.k!).replace(/\.png$/, ".truth.png");
+        const truth = new Uint8Array(o.width * o.height * 3);
+        for (let i = 0; i < o.width * o.height; i++) {
+          truth[i * 3] = defect && r.corruptionMask[i] ? 255 : 0;
+          truth[i * 3 + 1] = r.mask[i] ? 255 : 0;
+        }
+        await writePng(join(paths.root, truthRel), { width: o.width, height: o.height, data: truth });
+        await write(j, defect ? r.image : r.clean.image, { scene: scene.name, defect: defect ? r.corruption.kind : "none", truth: truthRel });
       }
     }
   } else {

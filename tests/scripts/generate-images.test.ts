@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { UserError } from "../../lib/io/errors.ts";
+import { loadImage } from "../../lib/io/images.ts";
 import { readJsonlAll } from "../../lib/io/manifest.ts";
 import { GenerationRow, ReferenceRow } from "../../lib/io/schemas.ts";
 import { writeIpAdapter, writeModelFolder, type ModelFolderSpec } from "../../lib/diffusion/model-folder.ts";
@@ -31,7 +32,15 @@ describe("generate-images with the tiny world's renderer", () => {
     expect(await run(opts({ run: dir, mode: "personalized", perReference: 3 }))).toMatchObject({ generated: 6 });
     const gens = await readJsonlAll(join(dir, "generations.jsonl"), GenerationRow);
     expect(gens.map((g) => g.k)).toEqual([0, 1, 2, 0, 1, 2]);
-    for (const g of gens) expect(["none", "detail-missing", "detail-recolored", "detail-moved", "pattern-wrong", "noise-blob"]).toContain(String(g.settings.defect));
+    for (const g of gens) {
+      expect(["none", "detail-missing", "detail-recolored", "detail-moved", "pattern-wrong", "noise-blob"]).toContain(String(g.settings.defect));
+      // The ground truth beside each image: red marks the planted defect, green the subject.
+      const truth = await loadImage(join(dir, String(g.settings.truth)));
+      let red = 0, green = 0;
+      for (let i = 0; i < truth.width * truth.height; i++) (red += truth.data[i * 3]! ? 1 : 0), (green += truth.data[i * 3 + 1]! ? 1 : 0);
+      expect(green).toBeGreaterThan(0);
+      expect(red > 0).toBe(g.settings.defect !== "none");
+    }
     const before = readFileSync(join(dir, "generations.jsonl"), "utf8");
     expect(await run(opts({ run: dir, mode: "personalized", perReference: 3 }))).toMatchObject({ generated: 0, skipped: 6 });
     expect(readFileSync(join(dir, "generations.jsonl"), "utf8")).toBe(before);
