@@ -167,8 +167,9 @@ export class Pipeline {
       let features: Tensor;
       if (enc.kind === "clip") {
         const r = clipVisionForward(new Params(g, enc.source), pixels, enc.config, ip.projection.kind === "linear");
-        // Plus models read the penultimate hidden states; base models the projected embedding.
-        features = ip.projection.kind === "linear" ? r.imageEmbeds! : r.hiddenStates[r.hiddenStates.length - 2]!;
+        // Plus models read the penultimate hidden states (their empty prompt is a zero image's);
+        // base models the projected embedding, whose empty prompt is a zero embedding.
+        features = ip.projection.kind === "linear" ? G.mul(r.imageEmbeds!, g.input("keep", [n, 1])) : r.hiddenStates[r.hiddenStates.length - 2]!;
       } else {
         const { encoder, source } = loadMobileNetV2();
         const fmap = encoder.forward(new Params(g, source), pixels).patches; // [n, 1280, 7, 7]
@@ -187,7 +188,9 @@ export class Pipeline {
         if (enc.kind === "clip") clipPreprocess(img, size, px, j * per);
         else toCHW(img.width === size && img.height === size ? img : resizeBicubic(img, size, size), [0, 0, 0], [1, 1, 1], px, j * per);
       });
-      const r = await graph.run({ pixels: px });
+      const feeds: G.Feeds = { pixels: px };
+      if (graph.inputs.some((i) => i.name === "keep")) feeds.keep = Float32Array.from({ length: n }, (_, j) => (chunk[j] ? 1 : 0));
+      const r = await graph.run(feeds);
       parts.push(Float32Array.from(rowsOf(r.tokens as Float32Array, n, 0, chunk.length)));
     }
     const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));

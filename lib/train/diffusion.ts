@@ -210,7 +210,10 @@ export class DiffusionTrainer {
       if (this.s.ip.encoder.kind === "clip") clipPreprocess(img, S, px, j * per);
       else toCHW(img.width === S && img.height === S ? img : resizeBicubic(img, S, S), [0, 0, 0], [1, 1, 1], px, j * per);
     });
-    return (await (await this.features).run({ pixels: px })).features as Float32Array;
+    const f = (await (await this.features).run({ pixels: px })).features as Float32Array;
+    // Base IP-Adapter (linear projection): the empty image prompt is a zero embedding, as its pipeline uses.
+    if (this.s.ip.projection.kind === "linear") images.forEach((img, j) => img || f.subarray(j * (f.length / images.length), (j + 1) * (f.length / images.length)).fill(0));
+    return f;
   }
 
   private async latents(images: RgbImage[]): Promise<Float32Array> {

@@ -3,7 +3,7 @@
 // the model-folder check finds missing and mismatched tensors.
 
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { encodePng } from "../../lib/io/images.ts";
@@ -13,6 +13,8 @@ import { type ModelFolderSpec, tensorsOf, writeIpAdapter, writeModelFolder } fro
 import { Pipeline } from "../../lib/diffusion/pipeline.ts";
 import { SafetensorsSource } from "../../lib/nn/params.ts";
 import { trainBpe } from "../../lib/tinyworld/vocab.ts";
+import { clipVisionConfigFromJson, clipVisionParamShapes } from "../../lib/models/clip-vision.ts";
+import { initWeights } from "../../lib/nn/init.ts";
 
 setDefaultTimeout(120_000);
 
@@ -86,6 +88,35 @@ describe("generate path on tiny random-weight models", () => {
     const [x, y, z] = await pipe.generate([{ prompt: "a teapot", seed: 1, image: red }, { prompt: "a teapot", seed: 1, image: blue }, { prompt: "a teapot", seed: 1, image: red }], settings);
     expect(Buffer.compare(Buffer.from(x!.data), Buffer.from(z!.data))).toBe(0);
     expect(Buffer.compare(Buffer.from(x!.data), Buffer.from(y!.data))).not.toBe(0);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("base IP-Adapter over a CLIP vision encoder: image_embeds -> ImageProjModel; the empty image prompt is a zero embedding", async () => {
+    const dir = tmp();
+    await writeModelFolder(dir, SD_PIXEL, 5);
+    const enc = join(dir, "image_encoder");
+    const visionJson = { architectures: ["CLIPVisionModelWithProjection"], hidden_size: 16, intermediate_size: 32, num_hidden_layers: 1, num_attention_heads: 2, image_size: 32, patch_size: 16, projection_dim: 8 };
+    mkdirSync(enc, { recursive: true });
+    writeFileSync(join(enc, "config.json"), JSON.stringify(visionJson));
+    await writeSafetensors(join(enc, "model.safetensors"), tensorsOf(initWeights(clipVisionParamShapes(clipVisionConfigFromJson(visionJson)), 6)));
+    const ipFile = join(dir, "ip-base.safetensors");
+    const proj = { kind: "linear" as const, embeddingDim: 8, crossAttentionDim: 32, numTokens: 4 };
+    await writeIpAdapter(ipFile, SD_PIXEL.unet, proj, 7);
+    const model = loadDiffusionModel(dir);
+    const ip = loadIpAdapter(ipFile, enc);
+    expect(checkModels(model, ip).filter((r) => r.missing.length || r.mismatched.length)).toEqual([]);
+    const pipe = new Pipeline(model, { height: 32, width: 32, batch: 1, threads: 1, ip, ipScale: 0.6 });
+    // Unconditional tokens = LayerNorm(reshape(proj(0))) = LayerNorm of the bias, token by token.
+    const empty = await pipe.imageTokens([null]);
+    const bias = ip.source.float32("image_proj.proj.bias"), gamma = ip.source.float32("image_proj.norm.weight"), beta = ip.source.float32("image_proj.norm.bias");
+    for (let t = 0; t < 4; t++) {
+      const row = bias.subarray(t * 32, (t + 1) * 32);
+      const mean = row.reduce((a, b) => a + b, 0) / 32;
+      const variance = row.reduce((a, b) => a + (b - mean) ** 2, 0) / 32;
+      for (let c = 0; c < 32; c++) expect(empty[t * 32 + c]!).toBeCloseTo(((row[c]! - mean) / Math.sqrt(variance + 1e-5)) * gamma[c]! + beta[c]!, 4);
+    }
+    const [img] = await pipe.generate([{ prompt: "a teapot", seed: 1, image: { width: 32, height: 32, data: new Uint8Array(32 * 32 * 3).fill(90) } }], settings);
+    expect([img!.width, img!.height]).toEqual([32, 32]);
     rmSync(dir, { recursive: true, force: true });
   });
 
