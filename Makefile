@@ -2,7 +2,6 @@
 # Both bootstrap Bun from npm when it is missing, then install the pinned dependencies.
 SHELL := /bin/bash
 BUN_VERSION := 1.4.5
-BUN := $(shell command -v bun 2>/dev/null || echo bun)
 RUN ?= data/runs/demo
 
 .PHONY: all setup demo test typecheck clean
