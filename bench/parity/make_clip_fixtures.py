@@ -41,11 +41,14 @@ Usage: OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/parity/m
 import json
 import math
 import os
-import struct
+import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402  (bench/parity/safetensors_io.py)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(REPO, "tests", "fixtures", "clip")
@@ -55,29 +58,15 @@ CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 def write_safetensors(path, tensors, metadata):
-    """Minimal safetensors writer: float tensors as F32, integer tensors as I64."""
-    header = {"__metadata__": metadata}
-    blobs = []
-    offset = 0
+    """Writes torch tensors in insertion order: integer tensors as I64, all others as F32."""
+    arrays = {}
     for name, t in tensors.items():
         t = t.detach().contiguous().cpu()
         if t.dtype in (torch.int64, torch.int32):
-            data, dtype = t.to(torch.int64).numpy().astype("<i8").tobytes(), "I64"
+            arrays[name] = t.to(torch.int64).numpy().astype("<i8")
         else:
-            data, dtype = t.to(torch.float32).numpy().astype("<f4").tobytes(), "F32"
-        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * ((8 - len(raw) % 8) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
-    print(f"wrote {os.path.relpath(path, REPO)} ({len(tensors)} tensors, {os.path.getsize(path)} bytes)")
+            arrays[name] = t.to(torch.float32).numpy().astype("<f4")
+    safetensors_io.write_safetensors(path, arrays, metadata)
 
 
 # ------------------------------------------------------------------------------ modules

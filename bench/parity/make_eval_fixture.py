@@ -21,32 +21,24 @@ Writes tests/fixtures/eval/:
 
 Tests never run this. Usage: /usr/bin/python3 bench/parity/make_eval_fixture.py
 """
-import json
 import os
-import struct
+import sys
 
 import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402  (bench/parity/safetensors_io.py)
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(REPO, "tests", "fixtures", "eval")
 
 
 def write_safetensors(path, tensors):
-    dt = {np.float32: "F32", np.float64: "F64", np.int32: "I32", np.uint8: "U8"}
-    header, blobs, off = {}, [], 0
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
-        b = a.tobytes()
-        header[name] = {"dtype": dt[a.dtype.type], "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+    """Writes numpy arrays sorted by name, each in its own dtype (F32, F64, I32 or U8), no metadata."""
+    safetensors_io.write_safetensors(path, {name: tensors[name] for name in sorted(tensors)}, quiet=True)
 
 
 def metrics_fixture():

@@ -19,7 +19,6 @@ Usage: /usr/bin/python3 bench/parity/make_image_fixture.py
 import hashlib
 import json
 import os
-import struct
 import sys
 
 import numpy as np
@@ -28,6 +27,9 @@ import torch
 import torchvision
 from PIL import Image
 from torchvision import transforms
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402  (bench/parity/safetensors_io.py)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(REPO, "tests", "fixtures", "images")
@@ -79,25 +81,10 @@ def synthetic_pattern(width=37, height=23):
 
 
 def write_safetensors(path, tensors, metadata):
-    """Minimal safetensors writer: 8-byte little-endian header size, JSON header, raw data."""
-    header = {"__metadata__": metadata}
-    blobs = []
-    offset = 0
+    """Writes the uint8 (U8) and float32 (F32) numpy arrays in insertion order, with metadata."""
     for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
-        dtype = {np.dtype("uint8"): "U8", np.dtype("<f4"): "F32"}[arr.dtype]
-        data = arr.tobytes()
-        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * ((8 - len(raw) % 8) % 8)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for b in blobs:
-            f.write(b)
-    os.replace(path + ".tmp", path)
+        assert arr.dtype in (np.dtype("uint8"), np.dtype("<f4")), f"{name}: {arr.dtype}"
+    safetensors_io.write_safetensors(path, tensors, metadata, quiet=True)
 
 
 def main():

@@ -31,17 +31,20 @@ exact in F32). Names:
   euler.<case>.t, .sample, .scaled, .prev, .x0           Euler steps (scale_model_input, step)
   euler.zsnr.v_prediction.i0.prev64                      that step evaluated in float64
 
-Needs /usr/bin/python3 with torch (Debian python3-torch 1.13) and numpy. Uses the `safetensors`
-package when importable, else the minimal writer below (same file format).
+Needs /usr/bin/python3 with torch (Debian python3-torch 1.13) and numpy. Writes with the shared
+minimal writer bench/parity/safetensors_io.py (tensors sorted by name, compact JSON header), so
+the output does not depend on whether the `safetensors` package is installed.
 Usage: OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/parity/make_scheduler_fixtures.py
 """
-import json
 import math
 import os
-import struct
+import sys
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402  (bench/parity/safetensors_io.py)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(REPO, "tests", "fixtures", "diffusion", "schedulers.safetensors")
@@ -49,34 +52,13 @@ F32 = torch.float32
 
 
 def write_safetensors(path, tensors, metadata):
-    tensors = {k: torch.as_tensor(v).detach().to(F32).reshape(-1).contiguous() if torch.as_tensor(v).dim() == 0
-               else torch.as_tensor(v).detach().to(F32).contiguous() for k, v in tensors.items()}
+    """Writes every value as F32 (0-d values as shape [1]), sorted by name, with metadata."""
+    arrays = {}
+    for name in sorted(tensors):
+        t = torch.as_tensor(tensors[name]).detach().to(F32)
+        arrays[name] = (t.reshape(-1) if t.dim() == 0 else t).contiguous().numpy().astype("<f4")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    try:
-        from safetensors.torch import save_file
-    except ImportError:
-        save_file = None
-    tmp = path + ".tmp"
-    if save_file is not None:
-        save_file(tensors, tmp, metadata=metadata)
-    else:
-        header = {"__metadata__": metadata}
-        blobs = []
-        offset = 0
-        for name in sorted(tensors):
-            data = tensors[name].numpy().astype("<f4").tobytes()
-            header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
-            blobs.append(data)
-            offset += len(data)
-        raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * ((8 - len(raw) % 8) % 8)
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(raw)))
-            f.write(raw)
-            for b in blobs:
-                f.write(b)
-    os.replace(tmp, path)
-    print(f"wrote {os.path.relpath(path, REPO)} ({len(tensors)} tensors, {os.path.getsize(path)} bytes)")
+    safetensors_io.write_safetensors(path, arrays, metadata)
 
 
 # ---------------------------------------------------------------------------------- schedules

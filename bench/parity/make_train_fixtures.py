@@ -35,17 +35,21 @@ The IP-Adapter projections are saved as "to_k_ip.weight" / "to_v_ip.weight" (dif
 IPAdapterAttnProcessor names them "processor.to_k_ip.0.weight", the IP-Adapter release
 "<n>.to_k_ip.weight"; the layer is the same Linear(cross_attention_dim, inner, bias=False)).
 
-Needs /usr/bin/python3 with torch (Debian python3-torch 1.13). Uses the `safetensors` package when
-it is importable, else the minimal writer below (same file format).
+Needs /usr/bin/python3 with torch (Debian python3-torch 1.13). Writes with the shared minimal
+writer bench/parity/safetensors_io.py (tensors in insertion order, compact JSON header), so the
+output does not depend on whether the `safetensors` package is installed.
 Usage: OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/parity/make_train_fixtures.py
 """
 import json
 import math
 import os
-import struct
+import sys
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402  (bench/parity/safetensors_io.py)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(REPO, "tests", "fixtures", "parity")
@@ -53,33 +57,9 @@ F64 = torch.float64
 
 
 def write_safetensors(path, tensors, metadata):
-    """8-byte little-endian header length, JSON header (padded to 8 bytes), raw little-endian data."""
-    tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in tensors.items()}
-    try:
-        from safetensors.torch import save_file
-    except ImportError:
-        save_file = None
-    tmp = path + ".tmp"
-    if save_file is not None:
-        save_file(tensors, tmp, metadata=metadata)
-    else:
-        header = {"__metadata__": metadata}
-        blobs = []
-        offset = 0
-        for name, t in tensors.items():
-            data = t.numpy().astype("<f4").tobytes()
-            header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-            blobs.append(data)
-            offset += len(data)
-        raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * ((8 - len(raw) % 8) % 8)
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(raw)))
-            f.write(raw)
-            for b in blobs:
-                f.write(b)
-    os.replace(tmp, path)
-    print(f"wrote {os.path.relpath(path, REPO)} ({len(tensors)} tensors, {os.path.getsize(path)} bytes)")
+    """Writes the torch tensors as F32 in insertion order, with metadata."""
+    arrays = {k: v.detach().to(torch.float32).contiguous().cpu().numpy().astype("<f4") for k, v in tensors.items()}
+    safetensors_io.write_safetensors(path, arrays, metadata)
 
 
 class Draw:

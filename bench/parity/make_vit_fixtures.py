@@ -50,11 +50,14 @@ run it. Usage:
 import json
 import math
 import os
-import struct
+import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402  (bench/parity/safetensors_io.py)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(REPO, "tests", "fixtures", "vit")
@@ -66,27 +69,14 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 # ------------------------------------------------------------------------------ files
 
 def write_safetensors(path, tensors, metadata=None, dtype="F32"):
-    """Minimal safetensors writer (8-byte header length, JSON header padded to 8, raw LE data)."""
-    header = {}
-    if metadata:
-        header["__metadata__"] = metadata
-    blobs, offset = [], 0
+    """Writes torch tensors in insertion order as F16 or F32: `dtype` is "F16", "F32" or a function
+    of the tensor's name returning one of them. Empty or missing metadata writes no __metadata__."""
+    arrays = {}
     for name, t in tensors.items():
         dt = dtype(name) if callable(dtype) else dtype
-        np_t = t.detach().cpu().contiguous()
-        data = (np_t.to(torch.float16) if dt == "F16" else np_t.to(torch.float32)).numpy().tobytes()
-        header[name] = {"dtype": dt, "shape": list(np_t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * ((8 - len(raw) % 8) % 8)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for b in blobs:
-            f.write(b)
-    os.replace(path + ".tmp", path)
-    print(f"wrote {os.path.relpath(path, REPO)} ({len(tensors)} tensors, {os.path.getsize(path)} bytes)")
+        t = t.detach().cpu().contiguous()
+        arrays[name] = (t.to(torch.float16) if dt == "F16" else t.to(torch.float32)).numpy()
+    safetensors_io.write_safetensors(path, arrays, metadata or None)
 
 
 def write_json(path, obj):
