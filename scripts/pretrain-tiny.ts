@@ -60,14 +60,20 @@ export function tinySpec(corpus: string[], prediction = "v_prediction"): ModelFo
   };
 }
 
-/** One training example: a random subject, its reference (224 px for the image encoder) and a scene. */
-function example(rng: Rng): PairExample {
+/**
+ * One training example: a random subject, its reference (224 px for the image encoder) and, with
+ * probability `sceneShare`, the subject in a scene; otherwise the reference again (IP-Adapter's
+ * own reconstruction task, which a toy model learns far sooner than whole scenes).
+ */
+function example(rng: Rng, sceneShare: number): PairExample {
   const subject = randomSubject(rng);
   const text = describeSubject(subject).text;
   const scene = SCENES[rng.int(SCENES.length)]!;
   const reference = renderReference(subject, 224).image;
+  const referencePrompt = tinyReferencePrompt(text);
+  if (rng.uniform() >= sceneShare) return { reference, generated: resizeBicubic(reference, TINY_SIZE, TINY_SIZE), prompt: referencePrompt, referencePrompt };
   const generated = renderCorrupted(subject, scene, TINY_SIZE * 2, new Rng(rng.nextU32())).clean.image;
-  return { reference, generated: resizeBicubic(generated, TINY_SIZE, TINY_SIZE), prompt: scenePrompt(text, scene), referencePrompt: tinyReferencePrompt(text) };
+  return { reference, generated: resizeBicubic(generated, TINY_SIZE, TINY_SIZE), prompt: scenePrompt(text, scene), referencePrompt };
 }
 
 export interface PretrainOptions {
@@ -76,6 +82,8 @@ export interface PretrainOptions {
   init?: string;
   prediction: "epsilon" | "v_prediction";
   warmup: number;
+  /** Share of examples whose generated row is a scene (the rest reconstruct the reference). */
+  sceneShare: number;
 }
 
 export async function run(o: PretrainOptions) {
@@ -109,7 +117,7 @@ export async function run(o: PretrainOptions) {
   let avg = 0;
   for (let step = 0; step < o.steps; step++) {
     const rng = new Rng((o.seed * 1_000_003 + step) >>> 0);
-    const batch = Array.from({ length: o.batch }, () => example(rng));
+    const batch = Array.from({ length: o.batch }, () => example(rng, o.sceneShare));
     const feeds = await trainer.prepare(batch, rng);
     const r = await trainer.step(feeds, weights);
     if (!Number.isFinite(r.loss) || !allFinite(r.grads.values())) throw new Error(`step ${step}: non-finite loss or gradient`);
@@ -135,7 +143,7 @@ export async function run(o: PretrainOptions) {
   await saveIpAdapter(join(o.out, "ip-adapter.safetensors"), model, ip, weights);
   await writeJsonAtomic(join(o.out, "tiny-world.json"), {
     about: "The tiny world's personalized generator (scripts/pretrain-tiny.ts): SD-style UNet + CLIP text encoder + IP-Adapter-Plus Resampler over MobileNetV2 features, 32x32 images, pixel-unshuffle VAE, trained from scratch with --objective mse on tiny-world renders.",
-    imageEncoder: "mobilenet_v2", size: TINY_SIZE, steps: o.steps, batch: o.batch, lr: o.lr, seed: o.seed, prediction: o.prediction,
+    imageEncoder: "mobilenet_v2", size: TINY_SIZE, steps: o.steps, batch: o.batch, lr: o.lr, seed: o.seed, prediction: o.prediction, sceneShare: o.sceneShare,
     init: o.init ?? null, seconds: (performance.now() - t0) / 1000,
   });
   rmSync(work, { recursive: true, force: true });
@@ -149,12 +157,13 @@ if (import.meta.main) {
         out: { type: "string", default: "checkpoints/tiny" }, steps: { type: "string", default: "3000" }, batch: { type: "string", default: "8" },
         lr: { type: "string", default: "5e-4" }, seed: { type: "string", default: "0" }, threads: { type: "string", default: "0" }, "log-every": { type: "string", default: "25" },
         init: { type: "string" }, prediction: { type: "string", default: "v_prediction" }, warmup: { type: "string", default: "100" },
+        "scene-share": { type: "string", default: "0.5" },
       },
     });
     if (v.prediction !== "epsilon" && v.prediction !== "v_prediction") throw new UsageError("--prediction must be epsilon or v_prediction");
     await run({
       out: v.out!, steps: Number(v.steps), batch: Number(v.batch), lr: Number(v.lr), seed: Number(v.seed), threads: Number(v.threads), logEvery: Number(v["log-every"]),
-      init: v.init, prediction: v.prediction, warmup: Number(v.warmup),
+      init: v.init, prediction: v.prediction, warmup: Number(v.warmup), sceneShare: Number(v["scene-share"]),
     });
   });
 }

@@ -16,7 +16,7 @@ const COMMITTED = resolve(import.meta.dir, "../../checkpoints/tiny");
 
 test("a 2-step pretraining run writes a loadable model folder and IP-Adapter", async () => {
   const out = join(mkdtempSync(join(tmpdir(), "patchdpo-pretrain-")), "tiny");
-  await run({ out, steps: 2, batch: 2, lr: 1e-3, seed: 0, threads: 1, logEvery: 1, prediction: "v_prediction", warmup: 1 });
+  await run({ out, steps: 2, batch: 2, lr: 1e-3, seed: 0, threads: 1, logEvery: 1, prediction: "v_prediction", warmup: 1, sceneShare: 0.5 });
   const model = loadDiffusionModel(out);
   const ip = loadIpAdapter(join(out, "ip-adapter.safetensors"), "mobilenet_v2");
   for (const r of checkModels(model, ip)) expect([r.component, r.missing, r.mismatched]).toEqual([r.component, [], []]);
