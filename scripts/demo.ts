@@ -41,7 +41,8 @@ export interface DemoOptions {
   /** Sampling steps of the tiny generator. */
   steps: number;
   sslSteps: number;
-  dpoSteps: number;
+  /** PatchDPO epochs over the run's pairs (2 pairs per step). */
+  dpoEpochs: number;
   seed: number;
   force: boolean;
 }
@@ -136,12 +137,16 @@ export async function run(o: DemoOptions) {
   step(5, "score-patches with the finetuned encoder (latent grid 16x16)");
   await scorePatches({ ...SCORE_DEFAULTS, run: before, encoder, latentGrid: TINY / 2 });
 
-  step(6, `dpo-epoch --objective patch-dpo (${o.dpoSteps} steps)`);
-  const dpo = await dpoEpoch({
-    ...DPO_DEFAULTS, run: before, model: o.model, ipAdapter: ip, imageEncoder: "mobilenet_v2", objective: "patch-dpo", size: TINY,
-    lr: 1e-4, beta: 500, maxSteps: o.dpoSteps, saveEvery: 0, seed: o.seed, resume: false, force: false,
-  });
-  console.log(`    trained IP-Adapter: ${dpo.out}`);
+  step(6, `dpo-epoch --objective patch-dpo, ${o.dpoEpochs} epochs of 2 pairs per step`);
+  let dpo = { out: ip, stepsRun: 0, endStep: 0 } as { out: string; stepsRun: number; endStep: number };
+  for (let epoch = 1; epoch <= o.dpoEpochs; epoch++) {
+    const r = await dpoEpoch({
+      ...DPO_DEFAULTS, run: before, model: o.model, ipAdapter: ip, imageEncoder: "mobilenet_v2", objective: "patch-dpo", size: TINY,
+      epoch, batch: 2, lr: 1e-4, beta: 500, saveEvery: 0, seed: o.seed, resume: true, force: false, // a rerun skips finished epochs
+    });
+    dpo = { out: r.out, stepsRun: dpo.stepsRun + r.stepsRun, endStep: r.endStep };
+  }
+  console.log(`    ${dpo.endStep} steps in all; trained IP-Adapter: ${dpo.out}`);
 
   step(7, "generate-images again with the trained IP-Adapter (same prompts and seeds)");
   mkdirSync(after, { recursive: true });
@@ -152,7 +157,7 @@ export async function run(o: DemoOptions) {
   const ev = { ...EVAL_DEFAULTS, setting: "all-refs" as const, encoderFeature: "default" };
   await evaluate({ ...ev, run: before });
   await evaluate({ ...ev, run: after });
-  const rep = await report({ run: after, compare: before, trainLogs: [join(before, "train"), encoder], title: "patchdpo demo: tiny world, before vs after one PatchDPO epoch" });
+  const rep = await report({ run: after, compare: before, trainLogs: [join(before, "train"), encoder], title: "patchdpo demo: tiny world, before vs after PatchDPO" });
   const sb = (await Bun.file(join(before, "eval", "summary.json")).json()) as { metrics: Record<string, number> };
   const sa = (await Bun.file(join(after, "eval", "summary.json")).json()) as { metrics: Record<string, number> };
 
@@ -172,7 +177,7 @@ export async function run(o: DemoOptions) {
     scorerCheck: check,
   };
   await writeJsonAtomic(join(before, "demo-summary.json"), summary);
-  console.log(`\nfeature score of the generations vs their references: ${sb.metrics.feature?.toFixed(4)} (before) -> ${sa.metrics.feature?.toFixed(4)} (after one short PatchDPO epoch)`);
+  console.log(`\nfeature score of the generations vs their references: ${sb.metrics.feature?.toFixed(4)} (before) -> ${sa.metrics.feature?.toFixed(4)} (after ${o.dpoEpochs} short PatchDPO epochs)`);
   console.log(`scorer check: planted defects found in the k lowest-quality subject patches, mean precision@k ${check.meanPrecisionAtK.toFixed(2)} over ${check.rows.length} defective images`);
   console.log(`report: ${rep.path}\nheatmaps: ${join(before, "heatmaps")}/\nsummary: ${join(before, "demo-summary.json")}`);
   return summary;
@@ -186,7 +191,7 @@ const HELP = `demo: the whole PatchDPO chain on the embedded tiny world
   --per-reference <k>    generations per reference (default 2)
   --steps <n>            sampling steps (default 20)
   --ssl-steps <n>        encoder finetune steps (default 60)
-  --dpo-steps <n>        PatchDPO steps (default 20)
+  --dpo-epochs <n>       PatchDPO epochs (default 3)
   --seed <n>             (default 0)
   --force                start over`;
 
@@ -195,14 +200,14 @@ if (import.meta.main) {
     const v = parseFlags({
       run: { type: "string", default: "data/runs/demo" }, model: { type: "string", default: "checkpoints/tiny" },
       subjects: { type: "string", default: "6" }, "per-reference": { type: "string", default: "2" }, steps: { type: "string", default: "20" },
-      "ssl-steps": { type: "string", default: "60" }, "dpo-steps": { type: "string", default: "20" }, seed: { type: "string", default: "0" },
+      "ssl-steps": { type: "string", default: "60" }, "dpo-epochs": { type: "string", default: "3" }, seed: { type: "string", default: "0" },
       force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
     }, HELP);
     if (v.help) return console.log(HELP);
     console.log("patchdpo demo: prompts -> references -> personalized generations -> encoder SSL -> patch scores -> PatchDPO epoch -> generations again -> eval + report, all on the tiny world (CPU, no downloads).");
     await run({
       run: v.run!, model: v.model!, subjects: Number(v.subjects), perReference: Number(v["per-reference"]), steps: Number(v.steps),
-      sslSteps: Number(v["ssl-steps"]), dpoSteps: Number(v["dpo-steps"]), seed: Number(v.seed), force: v.force!,
+      sslSteps: Number(v["ssl-steps"]), dpoEpochs: Number(v["dpo-epochs"]), seed: Number(v.seed), force: v.force!,
     });
   });
 }
