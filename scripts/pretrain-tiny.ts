@@ -14,7 +14,8 @@
 
 import { cpSync, mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { DEVICES, type Device } from "../lib/graph/index.ts";
+import { parseFlags } from "../lib/io/cli.ts";
 import { runMain, UsageError } from "../lib/io/errors.ts";
 import { appendJsonl } from "../lib/io/manifest.ts";
 import { writeJsonAtomic } from "../lib/io/atomic.ts";
@@ -84,6 +85,7 @@ export interface PretrainOptions {
   warmup: number;
   /** Share of examples whose generated row is a scene (the rest reconstruct the reference). */
   sceneShare: number;
+  device?: Device;
 }
 
 export async function run(o: PretrainOptions) {
@@ -106,7 +108,7 @@ export async function run(o: PretrainOptions) {
   }
   const model = loadDiffusionModel(work);
   const ip = loadIpAdapter(join(work, "ip-adapter.safetensors"), "mobilenet_v2", TINY_PROJECTION.dimHead);
-  const trainer = new DiffusionTrainer({ model, ip, pairs: o.batch, height: TINY_SIZE, width: TINY_SIZE, objective: "mse", trainable: () => true, threads: o.threads });
+  const trainer = new DiffusionTrainer({ model, ip, pairs: o.batch, height: TINY_SIZE, width: TINY_SIZE, objective: "mse", trainable: () => true, threads: o.threads, device: o.device });
   const weights = new Map([...trainer.initial].map(([k, v]) => [k, Float32Array.from(v)]));
   const opt = new AdamW({ lr: o.lr, weightDecay: 0.01 });
   const sched = { name: "cosine" as const, lr: o.lr, warmupSteps: o.warmup, totalSteps: o.steps, minLr: o.lr * 0.05 };
@@ -149,21 +151,37 @@ export async function run(o: PretrainOptions) {
   rmSync(work, { recursive: true, force: true });
 }
 
+const HELP = `pretrain-tiny: train the tiny world's SD + IP-Adapter-Plus generator from scratch (or --init to continue)
+
+usage: bun scripts/pretrain-tiny.ts [options]
+
+  --out <dir>            output model folder (default: checkpoints/tiny)
+  --init <dir>           continue from an earlier tiny model folder
+  --steps <n>            training steps (default: 3000)
+  --batch <n>            pairs per step (default: 8)
+  --lr <x>               AdamW peak learning rate, cosine schedule (default: 5e-4)
+  --warmup <n>           warm-up steps (default: 100)
+  --prediction <p>       epsilon | v_prediction (default: v_prediction)
+  --scene-share <p>      share of examples with a scene target; the rest reconstruct the reference (default: 0.5)
+  --seed <n>             (default: 0)
+  --log-every <n>        (default: 25)
+  --device <d>           cpu | cuda | webgpu (default: cpu)
+  --threads <n>          intra-op threads, 0 = one per core (default: 0)`;
+
 if (import.meta.main) {
   await runMain(async () => {
-    const { values: v } = parseArgs({
-      args: Bun.argv.slice(2),
-      options: {
-        out: { type: "string", default: "checkpoints/tiny" }, steps: { type: "string", default: "3000" }, batch: { type: "string", default: "8" },
-        lr: { type: "string", default: "5e-4" }, seed: { type: "string", default: "0" }, threads: { type: "string", default: "0" }, "log-every": { type: "string", default: "25" },
-        init: { type: "string" }, prediction: { type: "string", default: "v_prediction" }, warmup: { type: "string", default: "100" },
-        "scene-share": { type: "string", default: "0.5" },
-      },
-    });
+    const v = parseFlags({
+      out: { type: "string", default: "checkpoints/tiny" }, steps: { type: "string", default: "3000" }, batch: { type: "string", default: "8" },
+      lr: { type: "string", default: "5e-4" }, seed: { type: "string", default: "0" }, threads: { type: "string", default: "0" }, "log-every": { type: "string", default: "25" },
+      init: { type: "string" }, prediction: { type: "string", default: "v_prediction" }, warmup: { type: "string", default: "100" },
+      "scene-share": { type: "string", default: "0.5" }, device: { type: "string", default: "cpu" }, help: { type: "boolean", short: "h", default: false },
+    }, HELP);
+    if (v.help) return console.log(HELP);
     if (v.prediction !== "epsilon" && v.prediction !== "v_prediction") throw new UsageError("--prediction must be epsilon or v_prediction");
+    if (!DEVICES.includes(v.device as Device)) throw new UsageError(`--device must be one of ${DEVICES.join(", ")}`);
     await run({
       out: v.out!, steps: Number(v.steps), batch: Number(v.batch), lr: Number(v.lr), seed: Number(v.seed), threads: Number(v.threads), logEvery: Number(v["log-every"]),
-      init: v.init, prediction: v.prediction, warmup: Number(v.warmup), sceneShare: Number(v["scene-share"]),
+      init: v.init, prediction: v.prediction, warmup: Number(v.warmup), sceneShare: Number(v["scene-share"]), device: v.device as Device,
     });
   });
 }
