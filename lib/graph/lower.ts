@@ -20,7 +20,7 @@ export interface Lowered {
    * folder, `links` is empty). Otherwise each file needs a hard link named by its location inside
    * one folder of ours (session.ts makes them).
    */
-  external: { folder?: string; links: Map<string, string> };
+  external: { folder?: string; links: Map<string, string>; files: string[] };
 }
 
 const enc = new TextEncoder();
@@ -102,8 +102,8 @@ export function lower(outputs: Record<string, Tensor>, name = "patchdpo"): Lower
     graph: { name, node: nodeProtos, initializer, input: inputs.map((t) => valueInfo(t.name, t)), output: graphOutputs, valueInfo: [] },
   };
   const external = inPlace
-    ? { folder: dirname(files[0]!), links: new Map<string, string>() }
-    : { links: new Map(files.map((f) => [locationOf.get(f)!, f])) };
+    ? { folder: dirname(files[0]!), links: new Map<string, string>(), files }
+    : { links: new Map(files.map((f) => [locationOf.get(f)!, f])), files };
   return { model, inputs, outputs: outputsByName, external };
 }
 

@@ -3,7 +3,7 @@
 // the same graph twice (every step of a training loop, every batch of a scoring run) compiles once.
 
 import { createHash } from "node:crypto";
-import { existsSync, linkSync, mkdirSync, copyFileSync, statSync } from "node:fs";
+import { copyFileSync, existsSync, linkSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import * as ort from "onnxruntime-node";
 import { encodeModel } from "../onnx/index.ts";
@@ -70,14 +70,26 @@ function providers(device: Device): string[] {
   return device === "cpu" ? ["cpu"] : [device, "cpu"];
 }
 
-/** Hard-links weight files from several folders into one folder of ours (copy if links fail). */
+/**
+ * Hard-links weight files from several folders into one folder of ours (copy if links fail).
+ * The folder is named by the files' identities (inode, size, mtime), not just their paths: a
+ * checkpoint replaced at the same path must never be read through a stale link to the old file.
+ */
 function linkWeights(links: Map<string, string>, cacheDir: string): string {
-  const id = createHash("sha256").update(JSON.stringify([...links])).digest("hex").slice(0, 16);
+  const identity = [...links].map(([loc, file]) => {
+    const st = statSync(file);
+    return [loc, resolve(file), st.dev, st.ino, st.size, st.mtimeMs];
+  });
+  const id = createHash("sha256").update(JSON.stringify(identity)).digest("hex").slice(0, 16);
   const dir = resolve(cacheDir, id);
   mkdirSync(dir, { recursive: true });
   for (const [loc, file] of links) {
     const target = join(dir, loc);
-    if (existsSync(target) && statSync(target).size === statSync(file).size) continue;
+    if (existsSync(target)) {
+      const [a, b] = [statSync(target), statSync(file)];
+      if ((a.ino === b.ino && a.dev === b.dev) || (a.size === b.size && a.mtimeMs >= b.mtimeMs)) continue;
+      rmSync(target);
+    }
     try {
       linkSync(file, target);
     } catch {
@@ -94,7 +106,12 @@ export async function compile(outputs: Record<string, Tensor>, opts: CompileOpti
   const device = opts.device ?? "cpu";
   const threads = opts.threads ?? 0;
   const optimization = opts.optimization ?? "all";
-  const h = createHash("sha256").update(bytes).update(JSON.stringify([device, threads, optimization, opts.memArena ?? null, lowered.external.folder ?? null, [...lowered.external.links]]));
+  // The weight files' identities are part of the key: a checkpoint rewritten at the same path gets a new session.
+  const weightIds = lowered.external.files.map((f) => {
+    const st = statSync(f);
+    return [f, st.ino, st.size, st.mtimeMs];
+  });
+  const h = createHash("sha256").update(bytes).update(JSON.stringify([device, threads, optimization, opts.memArena ?? null, lowered.external.folder ?? null, [...lowered.external.links], weightIds]));
   const key = h.digest("hex");
   let p = cache.get(key);
   if (!p) {
