@@ -15,33 +15,14 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import * as G from "../../lib/graph/index.ts";
 import { Graph, type Tensor } from "../../lib/graph/index.ts";
-import { openSafetensors, type SafetensorsFile } from "../../lib/io/safetensors.ts";
+import { openSafetensors } from "../../lib/io/safetensors.ts";
 import { fromLatents, toLatents, upDecoderBlock2D, vaeConfigFromJson, vaeDecode, vaeEncode, vaeMidBlock, vaeParamShapes, withLegacyVaeNames } from "../../lib/models/vae.ts";
 import { MemorySource, Params, type WeightSource } from "../../lib/nn/params.ts";
+import { type Worst, compare, report, sourceOf } from "./parity-helpers.ts";
 
 const FIXTURES = join(import.meta.dir, "../fixtures/diffusers");
-const ATOL = 1e-4;
-const RTOL = 1e-4;
 
-interface Worst { abs: number; ratio: number }
 
-function compare(name: string, have: ArrayLike<number>, want: ArrayLike<number>, worst: Worst): void {
-  expect(have.length, name).toBe(want.length);
-  let ratio = 0, at = -1;
-  for (let i = 0; i < want.length; i++) {
-    const d = Math.abs(have[i]! - want[i]!);
-    const r = d / (ATOL + RTOL * Math.abs(want[i]!));
-    if (!(r <= ratio)) (ratio = r), (at = i);
-    worst.abs = Math.max(worst.abs, d);
-  }
-  worst.ratio = Math.max(worst.ratio, ratio);
-  if (!(ratio <= 1)) throw new Error(`${name}: element ${at} is ${have[at]}, PyTorch has ${want[at]} (|diff| > ${ATOL} + ${RTOL} |torch|)`);
-}
-
-const report = (what: string, w: Worst) => console.log(`parity ${what}: max abs ${w.abs.toExponential(2)}, worst |diff|/(atol+rtol|ref|) ${w.ratio.toExponential(2)}`);
-
-const sourceOf = (f: SafetensorsFile, names: string[]) =>
-  new MemorySource(new Map(names.map((n) => [n, { shape: f.info(n).shape, data: f.float32(n) }])), f.path);
 
 /** Forward + backward of loss = sum(out * R) with every weight trainable; compares out, loss, all gradients. */
 async function checkBlock(file: string, build: (p: Params, x: Tensor) => Tensor): Promise<Worst> {
