@@ -4,7 +4,7 @@ SHELL := /bin/bash
 BUN_VERSION := 1.4.5
 RUN ?= data/runs/demo
 
-.PHONY: all setup demo test typecheck clean
+.PHONY: all setup demo test typecheck tinybench tiny-model clean
 
 all: test
 
@@ -25,6 +25,15 @@ typecheck: setup
 
 demo: setup
 	bun scripts/demo.ts --run $(RUN)
+
+# TinyBench (bench/TINYBENCH.md): does PatchDPO fix details? The tiny world, against ground truth,
+# 3 seeds, about 45 minutes on a 2-core CPU; not part of CI (CI runs a short chain in the tests).
+tinybench: setup
+	bun bench/tinybench.ts
+
+# Remakes the committed tiny generator (checkpoints/tiny) from scratch into a new folder; resumable.
+tiny-model: setup
+	bun scripts/pretrain-tiny.ts --out data/pretrain/tiny-v2 --steps 4500 --batch 8 --lr 5e-4 --warmup 150 --scene-share 0.5 --save-every 250 --threads 2
 
 # bench-<name>: ours (bench/<name>.ts) vs PyTorch (bench/<name>.py), appended to bench/RESULTS.md
 bench-%: setup

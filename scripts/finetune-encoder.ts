@@ -136,21 +136,27 @@ async function imagesFromRun(run: string): Promise<string[]> {
 }
 
 /**
- * Which weights "the last K blocks" are. MobileNetV2 (Keras names): block_{17-K..16}_* plus the
- * last 1x1 conv Conv_1 / Conv_1_bn; batch-norm statistics stay frozen (they are buffers, not
- * parameters, in every framework). ViT / DINOv2: encoder.layer.{L-K..L-1}.* plus the final layernorm.
+ * Which weights "the last K blocks" are: the last K blocks *up to the feature layer the scorer
+ * reads*, so the finetune always trains what score-patches uses. MobileNetV2 (Keras names): for
+ * out_relu, block_{17-K..16}_* plus the last 1x1 conv Conv_1 / Conv_1_bn; for block_N_* layers,
+ * block_{N-K+1..N}_*. Batch-norm statistics stay frozen (they are buffers, not parameters, in every
+ * framework). ViT / DINOv2: encoder.layer.{L-K..L-1}.* plus the final layernorm.
  */
-export function trainableWeights(encoder: PatchEncoder, blocks: number): (name: string) => boolean {
+export function trainableWeights(encoder: PatchEncoder, blocks: number, featureLayer?: string): (name: string) => boolean {
   if (!Number.isInteger(blocks) || blocks < 1) throw new UsageError(`--train-blocks must be a positive integer, got ${blocks}`);
   if ("keras" in encoder) {
-    if (blocks > 16) throw new UsageError(`--train-blocks ${blocks}: MobileNetV2 has 16 blocks (block_1 .. block_16)`);
-    const first = 17 - blocks;
+    const layer = featureLayer ?? "out_relu";
+    const at = /^block_(\d+)_/.exec(layer);
+    const last = at ? Number(at[1]) : 16;
+    if (!at && layer !== "out_relu") throw new UsageError(`--feature-layer ${layer}: MobileNetV2's patch grids are out_relu and block_N_* layers`);
+    if (blocks > last) throw new UsageError(`--train-blocks ${blocks}: MobileNetV2 has ${last} blocks up to ${layer} (block_1 .. block_${last})`);
+    const first = last - blocks + 1;
     return (name) => {
       const slash = name.indexOf("/");
-      const layer = slash < 0 ? name : name.slice(0, slash);
+      const l = slash < 0 ? name : name.slice(0, slash);
       if (/\/moving_(mean|variance)$/.test(name)) return false;
-      const m = /^block_(\d+)_/.exec(layer);
-      return layer === "Conv_1" || layer === "Conv_1_bn" || (!!m && Number(m[1]) >= first);
+      const m = /^block_(\d+)_/.exec(l);
+      return (!at && (l === "Conv_1" || l === "Conv_1_bn")) || (!!m && Number(m[1]) >= first && Number(m[1]) <= last);
     };
   }
   const cfg = (encoder as { config?: { numLayers?: number } }).config;
@@ -213,7 +219,7 @@ export async function run(o: FinetuneOptions): Promise<FinetuneResult> {
   const ge = loadGraphEncoder(o.encoder);
   const enc = ge.encoder;
   const S = o.imageSize ?? enc.imageSize;
-  const isTrainable = trainableWeights(enc, o.trainBlocks);
+  const isTrainable = trainableWeights(enc, o.trainBlocks, o.featureLayer);
   const B = o.batch;
 
   const build = (n: number) => {
@@ -428,7 +434,8 @@ usage: bun scripts/finetune-encoder.ts (--images <folder> | --run <dir>) [option
   --encoder <spec>        "default" (embedded MobileNetV2), a ViT/DINOv2 folder or a finetuned checkpoint (default: ${DEFAULTS.encoder})
   --feature-layer <name>  MobileNetV2 feature map: out_relu (7x7, default) or block_13_expand_relu (14x14)
   --image-size <px>       side of each view (default: the encoder's input size, 224 for MobileNetV2)
-  --train-blocks <k>      last blocks to train: MobileNetV2 block_{17-k..16} + Conv_1, ViT encoder.layer.{L-k..L-1} + layernorm (default: ${DEFAULTS.trainBlocks})
+  --train-blocks <k>      last blocks to train up to the feature layer: MobileNetV2 block_{17-k..16} + Conv_1 (out_relu) or
+                          block_{N-k+1..N} (block_N_*), ViT encoder.layer.{L-k..L-1} + layernorm (default: ${DEFAULTS.trainBlocks})
   --temperature <t>       InfoNCE temperature (default: ${DEFAULTS.temperature})
   --lr <x>                AdamW peak learning rate (default: ${DEFAULTS.lr})
   --min-lr <x>            final learning rate of the cosine schedule (default: ${DEFAULTS.minLr})

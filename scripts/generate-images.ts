@@ -1,5 +1,9 @@
 // PatchDPO's data construction (DESIGN.md section 1, item 1): clean-background references from
-// the reference prompts, then personalized generations of each reference in its scene prompts.
+// the reference prompts, then personalized generations of each reference. As the authors build
+// pairs (their data/subject_dataset.py: `<prompt>_entity_0.png` with `<prompt>_gen_k.png`), a
+// generation is drawn with its reference's own prompt, so it shows the subject again on a clean
+// background (`--pair-prompt reference`, the default); `--pair-prompt scene` draws the subject in
+// its scene prompts instead (our option; TinyBench compares the two).
 //
 //   bun scripts/generate-images.ts --run R --mode reference    --model checkpoints/sdxl-base
 //   bun scripts/generate-images.ts --run R --mode personalized --model checkpoints/sdxl-base \
@@ -9,8 +13,9 @@
 //
 // `--model tinyworld` is the tiny world's procedural renderer (prompts from `synthesize-prompts
 // --world tiny`): in reference mode it draws the subject on white; in personalized mode it draws
-// the subject in its scene, with a known local defect in a share `--defect-rate` of the images
-// (the ground truth patch scoring should find), recorded in the row's settings.
+// the truth of the prompt (on white, or in its flat scene), with a known local defect in a share
+// `--defect-rate` of the images (the ground truth patch scoring should find), recorded in the
+// row's settings with a truth mask beside the image.
 //
 // Writes references/<id>.png + references.jsonl, or generations/<ref>-<k>.png + generations.jsonl,
 // each row with every setting needed to reproduce its image. Resumable (rows already written are
@@ -32,9 +37,13 @@ import { SAMPLERS, type SamplerName, imageSeed } from "../lib/diffusion/index.ts
 import { MODEL_LAYOUT_HELP, checkModels, loadDiffusionModel, loadIpAdapter } from "../lib/diffusion/model.ts";
 import { Pipeline } from "../lib/diffusion/pipeline.ts";
 import { Rng } from "../lib/rng.ts";
-import { getScene, renderCorrupted, renderReference, sceneForPrompt, subjectFromSeed } from "../lib/tinyworld/index.ts";
+import { catalogueEntry, flatSceneForPrompt } from "../lib/tinyworld/catalogue.ts";
+import { renderCorrupted, renderReference } from "../lib/tinyworld/index.ts";
 
 export type Mode = "reference" | "personalized";
+/** The prompt of a personalized generation: its reference's own (the authors' pairs) or its scene prompts. */
+export const PAIR_PROMPTS = ["reference", "scene"] as const;
+export type PairPrompt = (typeof PAIR_PROMPTS)[number];
 
 export interface GenerateOptions {
   run: string;
@@ -46,6 +55,7 @@ export interface GenerateOptions {
   imageEncoder?: string;
   ipScale: number;
   perReference: number;
+  pairPrompt: PairPrompt;
   sampler: SamplerName;
   steps: number;
   guidance: number;
@@ -63,16 +73,16 @@ export interface GenerateOptions {
 }
 
 export const DEFAULTS = {
-  ipScale: 0.6, perReference: 1, sampler: "ddim", steps: 30, guidance: 7.5, width: 512, height: 512, negativePrompt: "", seed: 0,
+  ipScale: 0.6, perReference: 1, pairPrompt: "reference", sampler: "ddim", steps: 30, guidance: 7.5, width: 512, height: 512, negativePrompt: "", seed: 0,
   batch: 1, defectRate: 0.5, device: "cpu", threads: 0, force: false,
 } as const satisfies Partial<GenerateOptions>;
 
 interface Job { id: string; prompt: string; seed: number; subjectId: string; referenceId?: string; k?: number; referenceImage?: string; promptRow: PromptRow }
 
 function tinySubject(row: PromptRow, file: string) {
-  const s = subjectFromSeed(row.seed);
-  if (s.id !== row.subjectId) throw new UserError(`${file}: subject "${row.subjectId}" was not made by synthesize-prompts --world tiny (--model tinyworld draws only tiny-world subjects)`);
-  return s;
+  const e = catalogueEntry(row.subjectId);
+  if (!e) throw new UserError(`${file}: subject "${row.subjectId}" is not in the tiny world's catalogue (--model tinyworld draws only subjects of synthesize-prompts --world tiny)`);
+  return e.subject;
 }
 
 async function jobs(o: GenerateOptions): Promise<Job[]> {
@@ -88,10 +98,11 @@ async function jobs(o: GenerateOptions): Promise<Job[]> {
   for (const [i, r] of (await readJsonlAll(paths.references, ReferenceRow)).entries()) {
     const p = bySubject.get(r.subjectId);
     if (!p) throw new UserError(`${paths.references}:${i + 1}: subject "${r.subjectId}" is not in ${paths.prompts} (the manifests do not match)`);
-    if (!p.scenePrompts.length) throw new UserError(`${paths.prompts}: subject "${p.subjectId}" has no scene prompts`);
+    if (o.pairPrompt === "scene" && !p.scenePrompts.length) throw new UserError(`${paths.prompts}: subject "${p.subjectId}" has no scene prompts (--pair-prompt scene needs them)`);
     for (let k = 0; k < o.perReference; k++) {
       const id = `${r.id}-${k}`;
-      out.push({ id, subjectId: r.subjectId, referenceId: r.id, k, prompt: p.scenePrompts[k % p.scenePrompts.length]!, seed: imageSeed(o.seed, id), referenceImage: r.image, promptRow: p });
+      const prompt = o.pairPrompt === "scene" ? p.scenePrompts[k % p.scenePrompts.length]! : p.referencePrompt;
+      out.push({ id, subjectId: r.subjectId, referenceId: r.id, k, prompt, seed: imageSeed(o.seed, id), referenceImage: r.image, promptRow: p });
     }
   }
   return out;
@@ -100,6 +111,7 @@ async function jobs(o: GenerateOptions): Promise<Job[]> {
 export async function run(o: GenerateOptions): Promise<{ generated: number; skipped: number; manifest: string }> {
   const paths = runPaths(o.run);
   const tiny = o.model === "tinyworld";
+  if (!PAIR_PROMPTS.includes(o.pairPrompt)) throw new UsageError(`--pair-prompt must be one of ${PAIR_PROMPTS.join(", ")}`);
   if (o.mode === "personalized" && !tiny) {
     requireFlag(o.ipAdapter, "--ip-adapter");
     requireFlag(o.imageEncoder, "--image-encoder");
@@ -120,6 +132,7 @@ export async function run(o: GenerateOptions): Promise<{ generated: number; skip
   const settings = {
     model: tiny ? "tinyworld-renderer" : resolve(o.model), width: o.width, height: o.height,
     ...(tiny ? {} : { sampler: o.sampler, steps: o.steps, guidanceScale: o.guidance, negativePrompt: o.negativePrompt }),
+    ...(o.mode === "personalized" ? { pairPrompt: o.pairPrompt } : {}),
     ...(o.mode === "personalized" && !tiny ? { ipAdapter: resolve(o.ipAdapter!), imageEncoder: o.imageEncoder!, ipAdapterScale: o.ipScale } : {}),
     device: o.device,
   };
@@ -139,7 +152,7 @@ export async function run(o: GenerateOptions): Promise<{ generated: number; skip
       const subject = tinySubject(j.promptRow, paths.prompts);
       if (o.mode === "reference") await write(j, renderReference(subject, o.width).image);
       else {
-        const scene = sceneForPrompt(j.prompt) ?? getScene("on the beach");
+        const scene = flatSceneForPrompt(j.prompt); // null: the reference prompt, a clean white background
         const rng = new Rng(j.seed);
         const defect = rng.uniform() < o.defectRate;
         const r = renderCorrupted(subject, scene, o.width, rng);
@@ -151,7 +164,7 @@ export async function run(o: GenerateOptions): Promise<{ generated: number; skip
           truth[i * 3 + 1] = r.mask[i] ? 255 : 0;
         }
         await writePng(join(paths.root, truthRel), { width: o.width, height: o.height, data: truth });
-        await write(j, defect ? r.image : r.clean.image, { scene: scene.name, defect: defect ? r.corruption.kind : "none", truth: truthRel });
+        await write(j, defect ? r.image : r.clean.image, { scene: scene?.name ?? "white", defect: defect ? r.corruption.kind : "none", truth: truthRel });
       }
     }
   } else {
@@ -202,7 +215,9 @@ usage: bun scripts/generate-images.ts --run <dir> --mode reference|personalized 
   --ip-adapter <file>     IP-Adapter .safetensors (release layout) for --mode personalized
   --image-encoder <spec>  CLIP vision folder, or mobilenet_v2 (tiny world)
   --ip-scale <s>          image prompt weight (default: ${DEFAULTS.ipScale})
-  --per-reference <k>     generations per reference, cycling its scene prompts (default: ${DEFAULTS.perReference})
+  --per-reference <k>     generations per reference (default: ${DEFAULTS.perReference})
+  --pair-prompt <p>       reference: each generation uses its reference's own prompt, the authors' pairs (clean
+                          background); scene: cycle the subject's scene prompts (default: ${DEFAULTS.pairPrompt})
   --sampler <s>           ${SAMPLERS.join(" | ")} (default: ${DEFAULTS.sampler})
   --steps <n>             sampling steps (default: ${DEFAULTS.steps})
   --guidance <g>          classifier-free guidance scale (default: ${DEFAULTS.guidance})
@@ -224,7 +239,7 @@ if (import.meta.main) {
     const v = parseFlags({
       run: { type: "string" }, mode: { type: "string" }, model: { type: "string" }, "ip-adapter": { type: "string" }, "image-encoder": { type: "string" },
       "ip-scale": { type: "string", default: String(DEFAULTS.ipScale) }, "per-reference": { type: "string", default: String(DEFAULTS.perReference) },
-      sampler: { type: "string", default: DEFAULTS.sampler }, steps: { type: "string", default: String(DEFAULTS.steps) },
+      "pair-prompt": { type: "string", default: DEFAULTS.pairPrompt }, sampler: { type: "string", default: DEFAULTS.sampler }, steps: { type: "string", default: String(DEFAULTS.steps) },
       guidance: { type: "string", default: String(DEFAULTS.guidance) }, size: { type: "string" }, width: { type: "string" }, height: { type: "string" },
       "negative-prompt": { type: "string", default: "" }, seed: { type: "string", default: "0" }, batch: { type: "string", default: "1" },
       "defect-rate": { type: "string", default: String(DEFAULTS.defectRate) }, shard: { type: "string" }, merge: { type: "string" },
@@ -249,13 +264,13 @@ if (import.meta.main) {
       return;
     }
     const Flags = type({
-      run: "string > 0", mode: "'reference' | 'personalized'", model: "string > 0", ipScale: "number", perReference: "number.integer > 0",
+      run: "string > 0", mode: "'reference' | 'personalized'", model: "string > 0", ipScale: "number", perReference: "number.integer > 0", pairPrompt: type.enumerated(...PAIR_PROMPTS),
       sampler: type.enumerated(...SAMPLERS), steps: "number.integer > 0", guidance: "number >= 0", width: "number.integer > 0", height: "number.integer > 0",
       seed: "number.integer >= 0", batch: "number.integer > 0", defectRate: "0 <= number <= 1", device: type.enumerated(...DEVICES), threads: "number.integer >= 0",
     });
     const size = v.size ? Number(v.size) : DEFAULTS.width;
     const flags = Flags({
-      run: v.run, mode: v.mode, model: v.model, ipScale: Number(v["ip-scale"]), perReference: Number(v["per-reference"]), sampler: v.sampler,
+      run: v.run, mode: v.mode, model: v.model, ipScale: Number(v["ip-scale"]), perReference: Number(v["per-reference"]), pairPrompt: v["pair-prompt"], sampler: v.sampler,
       steps: Number(v.steps), guidance: Number(v.guidance), width: Number(v.width ?? size), height: Number(v.height ?? size), seed: Number(v.seed),
       batch: Number(v.batch), defectRate: Number(v["defect-rate"]), device: v.device, threads: Number(v.threads),
     });

@@ -1,52 +1,59 @@
-// Makes the tiny world's personalized generator, checkpoints/tiny/ (DESIGN.md section 5): the same
-// model code as SD + IP-Adapter-Plus at toy size, trained from scratch with the single-stage
-// objective (`mse`, IP-Adapter's own training) on tiny-world data rendered on the fly:
+// Makes the tiny world's personalized generator (DESIGN.md section 5): the same model code as
+// SD + IP-Adapter-Plus at toy size, trained from scratch with the single-stage objective (`mse`,
+// IP-Adapter's own training) on renders of the tiny world's catalogue (lib/tinyworld/catalogue.ts):
 //
 //   image prompt = the subject's clean reference (MobileNetV2 features -> Resampler)
-//   reference row: reference prompt ("... isolated on a white background") -> the reference image
-//   generated row: a scene prompt ("... on the beach")                      -> the subject in that scene
+//   reference row: "a photo of <subject>, isolated on a white background" -> the reference
+//   generated row: with probability --scene-share a flat scene prompt -> the subject in that scene,
+//                  otherwise the reference prompt -> the reference again (IP-Adapter's task)
 //
 // Everything trains: UNet, text encoder, image projection and the decoupled cross-attention.
-// 32x32 images, pixel-unshuffle "VAE" (12 latent channels at 16x16). This is a developer script:
-// its output is committed, and `make demo` uses it; rerun it to remake the model.
+// 64x64 images, pixel-unshuffle "VAE" (factor 4: 48 latent channels at 16x16). Held-out catalogue
+// subjects never appear. A developer script: its output is committed as checkpoints/tiny.
 //
-//   bun scripts/pretrain-tiny.ts --steps 3000 --out checkpoints/tiny
+//   bun scripts/pretrain-tiny.ts --out checkpoints/tiny-new --steps 12000
+//
+// It writes to a new folder: an existing --out is refused unless it holds this run's own
+// checkpoints (then the run resumes from the newest, byte-identical to an uninterrupted run) or
+// --overwrite is given.
 
-import { cpSync, mkdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
 import { parseFlags } from "../lib/io/cli.ts";
-import { runMain, UsageError } from "../lib/io/errors.ts";
+import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { appendJsonl } from "../lib/io/manifest.ts";
 import { writeJsonAtomic } from "../lib/io/atomic.ts";
-import { resizeBicubic } from "../lib/io/images.ts";
+import type { RgbImage } from "../lib/io/images.ts";
 import { loadDiffusionModel, loadIpAdapter } from "../lib/diffusion/model.ts";
 import { type ModelFolderSpec, writeIpAdapter, writeModelFolder } from "../lib/diffusion/model-folder.ts";
 import type { ResamplerConfig } from "../lib/models/ip-adapter.ts";
+import { trainBpe } from "../lib/models/bpe-train.ts";
 import { MemorySource } from "../lib/nn/params.ts";
 import { Rng } from "../lib/rng.ts";
 import { AdamW, allFinite, clipGradNorm } from "../lib/train/adamw.ts";
+import { latestCheckpoint, loadCheckpoint, restoreOptimizer, saveCheckpoint } from "../lib/train/checkpoint.ts";
 import { DiffusionTrainer, type PairExample, saveIpAdapter } from "../lib/train/diffusion.ts";
 import { learningRate } from "../lib/train/schedule.ts";
-import { SCENES, describeSubject, randomSubject, renderCorrupted, renderReference, scenePrompt } from "../lib/tinyworld/index.ts";
-import { trainBpe } from "../lib/tinyworld/vocab.ts";
+import { FLAT_SCENES, catalogueSplit, tinyCorpus, tinyReferencePrompt, tinyScenePrompt } from "../lib/tinyworld/catalogue.ts";
+import { type Subject, describeSubject, renderReference, renderScene } from "../lib/tinyworld/index.ts";
 
-export const TINY_SIZE = 32;
+/** The generator's image size: the scorer tells the catalogue's subjects apart from 48 px up (bench/tinyworld-visibility.ts). */
+export const TINY_SIZE = 64;
+export const TINY_VAE_FACTOR = 4;
 export const TINY_PROJECTION: ResamplerConfig = { kind: "resampler", embeddingDim: 1280, dim: 64, depth: 1, dimHead: 16, heads: 4, numQueries: 8, outputDim: 64, ffMult: 2 };
 
-/** The reference prompt a tiny-world subject gets (as synthesize-prompts --world tiny writes it). */
-export const tinyReferencePrompt = (text: string) => `a photo of ${text}, isolated on a white background`;
-
-export function tinySpec(corpus: string[], prediction = "v_prediction"): ModelFolderSpec {
-  const vocab = trainBpe(corpus, 400);
+export function tinySpec(corpus: string[], prediction = "v_prediction", channels: number[] = [64, 128]): ModelFolderSpec {
+  const vocab = trainBpe(corpus, 300);
   const n = Object.keys(vocab.vocab).length;
+  const latent = 3 * TINY_VAE_FACTOR * TINY_VAE_FACTOR;
   return {
     unet: {
-      in_channels: 12, out_channels: 12, block_out_channels: [32, 64], down_block_types: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-      up_block_types: ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"], layers_per_block: 1, cross_attention_dim: 64, attention_head_dim: 4,
-      norm_num_groups: 8, sample_size: 16,
+      in_channels: latent, out_channels: latent, block_out_channels: channels, down_block_types: channels.map(() => "CrossAttnDownBlock2D"),
+      up_block_types: channels.map(() => "CrossAttnUpBlock2D"), layers_per_block: 1, cross_attention_dim: 64, attention_head_dim: 4,
+      norm_num_groups: 16, sample_size: TINY_SIZE / TINY_VAE_FACTOR,
     },
-    vae: { _class_name: "PixelUnshuffleVAE", factor: 2, in_channels: 3, scaling_factor: 1.0 },
+    vae: { _class_name: "PixelUnshuffleVAE", factor: TINY_VAE_FACTOR, in_channels: 3, scaling_factor: 1.0 },
     textEncoder: {
       architectures: ["CLIPTextModel"], hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, max_position_embeddings: 77,
       hidden_act: "quick_gelu", vocab_size: n, projection_dim: 64, bos_token_id: vocab.vocab["<|startoftext|>"], eos_token_id: vocab.vocab["<|endoftext|>"],
@@ -61,127 +68,196 @@ export function tinySpec(corpus: string[], prediction = "v_prediction"): ModelFo
   };
 }
 
-/**
- * One training example: a random subject, its reference (224 px for the image encoder) and, with
- * probability `sceneShare`, the subject in a scene; otherwise the reference again (IP-Adapter's
- * own reconstruction task, which a toy model learns far sooner than whole scenes).
- */
-function example(rng: Rng, sceneShare: number): PairExample {
-  const subject = randomSubject(rng);
-  const text = describeSubject(subject).text;
-  const scene = SCENES[rng.int(SCENES.length)]!;
-  const reference = renderReference(subject, 224).image;
-  const referencePrompt = tinyReferencePrompt(text);
-  if (rng.uniform() >= sceneShare) return { reference, generated: resizeBicubic(reference, TINY_SIZE, TINY_SIZE), prompt: referencePrompt, referencePrompt };
-  const generated = renderCorrupted(subject, scene, TINY_SIZE * 2, new Rng(rng.nextU32())).clean.image;
-  return { reference, generated: resizeBicubic(generated, TINY_SIZE, TINY_SIZE), prompt: scenePrompt(text, scene), referencePrompt };
-}
-
 export interface PretrainOptions {
   out: string; steps: number; batch: number; lr: number; seed: number; threads: number; logEvery: number;
-  /** Continue from an earlier tiny model folder (its UNet, text encoder and IP-Adapter). */
-  init?: string;
   prediction: "epsilon" | "v_prediction";
   warmup: number;
-  /** Share of examples whose generated row is a scene (the rest reconstruct the reference). */
+  /** Share of examples whose generated row is a flat scene (the rest reconstruct the reference). */
   sceneShare: number;
+  /** UNet block widths. */
+  channels: number[];
+  /** Checkpoint period in steps (0: only at the end). */
+  saveEvery: number;
+  /** End this invocation after this many steps in all (as if preempted); rerun to resume. */
+  stopAt?: number;
+  /** Replace an existing --out that is not this run's. */
+  overwrite?: boolean;
+  /** Write the newest checkpoint as a model folder here and stop (a look at a run in progress). */
+  exportTo?: string;
   device?: Device;
 }
 
-export async function run(o: PretrainOptions) {
-  // The vocabulary covers the tiny world's words: many subject descriptions and every scene phrase.
-  const rng0 = new Rng(12345);
-  const corpus: string[] = [];
-  for (let i = 0; i < 3000; i++) {
-    const t = describeSubject(randomSubject(rng0)).text;
-    corpus.push(tinyReferencePrompt(t), scenePrompt(t, SCENES[i % SCENES.length]!));
+export const DEFAULTS: Omit<PretrainOptions, "out"> = {
+  steps: 12000, batch: 8, lr: 5e-4, seed: 0, threads: 0, logEvery: 50, prediction: "v_prediction", warmup: 200, sceneShare: 0.5,
+  channels: [64, 128], saveEvery: 500,
+};
+
+/** The options that decide the weights (a resume must match them). */
+const decisive = (o: PretrainOptions) => ({ steps: o.steps, batch: o.batch, lr: o.lr, seed: o.seed, prediction: o.prediction, warmup: o.warmup, sceneShare: o.sceneShare, channels: o.channels });
+
+interface Known { subject: Subject; reference: RgbImage; small: RgbImage; features: Float32Array; text: string }
+
+/** One pair: a pretraining subject's reference, and its reference again or the subject in a flat scene. */
+function example(rng: Rng, pool: Known[], sceneShare: number): PairExample {
+  const k = pool[rng.int(pool.length)]!;
+  const referencePrompt = tinyReferencePrompt(k.text);
+  const base = { reference: k.reference, referenceFeatures: k.features, referencePrompt };
+  if (rng.uniform() >= sceneShare) return { ...base, generated: k.small, prompt: referencePrompt };
+  const scene = FLAT_SCENES[rng.int(FLAT_SCENES.length)]!;
+  return { ...base, generated: renderScene(k.subject, scene, TINY_SIZE, new Rng(rng.nextU32())).image, prompt: tinyScenePrompt(k.text, scene) };
+}
+
+export async function run(opts: Partial<PretrainOptions> & { out: string }) {
+  const o: PretrainOptions = { ...DEFAULTS, ...opts };
+  const spec = tinySpec(tinyCorpus(), o.prediction, o.channels);
+  const ckDir = join(o.out, "train");
+  const config = decisive(o);
+  // The run's own folder is marked with its settings: a rerun with the same ones resumes there.
+  const marker = join(ckDir, "pretrain-config.json");
+  if (existsSync(marker)) {
+    const was = readFileSync(marker, "utf8");
+    if (was !== JSON.stringify(config)) {
+      throw new UserError(`${o.out} holds another pretraining run (${was}); this run is ${JSON.stringify(config)}. Use another --out, or delete ${ckDir}`);
+    }
+  } else if (existsSync(o.out) && readdirSync(o.out).length > 0 && !o.overwrite) {
+    throw new UserError(`${o.out} exists and is not a folder of this run: pretrain-tiny writes to a new folder. Pass another --out, or --overwrite to replace it`);
   }
-  const spec = tinySpec(corpus, o.prediction);
-  const work = `${o.out}.init`;
-  rmSync(work, { recursive: true, force: true });
-  if (o.init) {
-    cpSync(o.init, work, { recursive: true });
-    await writeJsonAtomic(join(work, "scheduler", "scheduler_config.json"), spec.scheduler);
-  } else {
-    await writeModelFolder(work, spec, o.seed);
-    await writeIpAdapter(join(work, "ip-adapter.safetensors"), spec.unet, TINY_PROJECTION, o.seed + 10);
+  mkdirSync(ckDir, { recursive: true });
+  writeFileSync(marker, JSON.stringify(config));
+  const latest = latestCheckpoint(ckDir);
+  const init = join(o.out, "init");
+  if (!existsSync(join(init, "model_index.json"))) {
+    rmSync(init, { recursive: true, force: true });
+    await writeModelFolder(`${init}.tmp`, spec, o.seed);
+    await writeIpAdapter(join(`${init}.tmp`, "ip-adapter.safetensors"), spec.unet, TINY_PROJECTION, o.seed + 10);
+    renameSync(`${init}.tmp`, init);
   }
-  const model = loadDiffusionModel(work);
-  const ip = loadIpAdapter(join(work, "ip-adapter.safetensors"), "mobilenet_v2", TINY_PROJECTION.dimHead);
-  const trainer = new DiffusionTrainer({ model, ip, pairs: o.batch, height: TINY_SIZE, width: TINY_SIZE, objective: "mse", trainable: () => true, threads: o.threads, device: o.device });
-  const weights = new Map([...trainer.initial].map(([k, v]) => [k, Float32Array.from(v)]));
+  const model = loadDiffusionModel(init);
+  const ip = loadIpAdapter(join(init, "ip-adapter.safetensors"), "mobilenet_v2", TINY_PROJECTION.dimHead);
+  const trainer = new DiffusionTrainer({ model, ip, pairs: o.batch, height: TINY_SIZE, width: TINY_SIZE, objective: "mse", trainable: () => true, threads: o.threads, device: o.device, memArena: true });
+
+  // The pretraining subjects' references, their image features (encoded once) and texts.
+  const pool: Known[] = [];
+  const seen = catalogueSplit(false);
+  for (let i = 0; i < seen.length; i += o.batch) {
+    const chunk = seen.slice(i, i + o.batch);
+    const refs = chunk.map((e) => renderReference(e.subject, 224).image);
+    const f = await trainer.encodeImages([...refs, ...Array(o.batch - refs.length).fill(null)]);
+    const per = f.length / o.batch;
+    chunk.forEach((e, j) => pool.push({ subject: e.subject, reference: refs[j]!, small: renderReference(e.subject, TINY_SIZE).image, features: f.slice(j * per, (j + 1) * per), text: describeSubject(e.subject).text }));
+  }
+
+  const weights = new Map<string, Float32Array>([...trainer.initial].map(([k, v]) => [k, Float32Array.from(v)]));
   const opt = new AdamW({ lr: o.lr, weightDecay: 0.01 });
+  let start = 0;
+  if (latest) {
+    const ck = await loadCheckpoint(latest);
+    for (const [k, v] of ck.params) weights.set(k, v);
+    restoreOptimizer(opt, ck);
+    start = ck.state.step;
+    console.error(`resuming from ${latest} (step ${start})`);
+  }
+  const shapes = trainer.shapes();
+  const writeModel = async (dir: string, step: number) => {
+    const unet = new Map<string, { shape: number[]; data: Float32Array }>();
+    const text = new Map<string, { shape: number[]; data: Float32Array }>();
+    for (const [name, value] of weights) {
+      if (name.startsWith("text_encoder/")) text.set(name.slice("text_encoder/".length), { shape: shapes.get(name)!, data: value });
+      else if (!name.startsWith("image_proj.") && !name.includes(".processor.")) unet.set(name, { shape: shapes.get(name)!, data: value });
+    }
+    await writeModelFolder(dir, spec, o.seed, { unet: new MemorySource(unet), text_encoder: new MemorySource(text) });
+    await saveIpAdapter(join(dir, "ip-adapter.safetensors"), model, ip, weights);
+    await writeJsonAtomic(join(dir, "tiny-world.json"), {
+      about: "The tiny world's personalized generator (scripts/pretrain-tiny.ts): SD-style UNet + CLIP text encoder + IP-Adapter-Plus Resampler over MobileNetV2 features, 64x64 images, pixel-unshuffle VAE (factor 4), trained from scratch with --objective mse on renders of the tiny world's catalogue (held-out subjects excluded).",
+      imageEncoder: "mobilenet_v2", size: TINY_SIZE, ...config, trainedSteps: step, heldOut: catalogueSplit(true).map((e) => e.subject.id),
+      command: `bun scripts/pretrain-tiny.ts --out ${o.out} --steps ${o.steps} --batch ${o.batch} --lr ${o.lr} --seed ${o.seed} --warmup ${o.warmup} --scene-share ${o.sceneShare} --channels ${o.channels.join(",")} --prediction ${o.prediction}`,
+    });
+  };
+  if (o.exportTo) {
+    if (!latest) throw new UserError(`${ckDir} has no checkpoint to export`);
+    await writeModel(o.exportTo, start);
+    return { out: o.exportTo, finished: false, step: start };
+  }
   const sched = { name: "cosine" as const, lr: o.lr, warmupSteps: o.warmup, totalSteps: o.steps, minLr: o.lr * 0.05 };
-  mkdirSync(o.out, { recursive: true });
-  const log = join(o.out, "train-log.jsonl");
-  rmSync(log, { force: true });
+  const log = join(ckDir, "train-log.jsonl");
+  if (!latest) rmSync(log, { force: true });
+  const save = async (step: number) => {
+    const params = new Map([...weights].map(([k, v]) => [k, { shape: shapes.get(k)!, data: v }]));
+    await saveCheckpoint(join(ckDir, `step-${step}`), params, opt, { step, rng: new Rng((o.seed * 1_000_003 + step) >>> 0).state(), config });
+    // Keep the newest two: enough to resume after a kill during a save.
+    const old = readdirSync(ckDir).map((d) => /^step-(\d+)$/.exec(d)).filter((m): m is RegExpExecArray => !!m).map((m) => Number(m[1])).sort((a, b) => b - a).slice(2);
+    for (const s of old) rmSync(join(ckDir, `step-${s}`), { recursive: true, force: true });
+  };
   const t0 = performance.now();
-  let avg = 0;
-  for (let step = 0; step < o.steps; step++) {
+  const end = Math.min(o.steps, o.stopAt ?? o.steps);
+  for (let step = start; step < end; step++) {
+    // Each step's data and noise come from (seed, step) alone, so a resumed run sees the same batches.
     const rng = new Rng((o.seed * 1_000_003 + step) >>> 0);
-    const batch = Array.from({ length: o.batch }, () => example(rng, o.sceneShare));
+    const batch = Array.from({ length: o.batch }, () => example(rng, pool, o.sceneShare));
     const feeds = await trainer.prepare(batch, rng);
     const r = await trainer.step(feeds, weights);
-    if (!Number.isFinite(r.loss) || !allFinite(r.grads.values())) throw new Error(`step ${step}: non-finite loss or gradient`);
+    if (!Number.isFinite(r.loss) || !allFinite(r.grads.values())) throw new Error(`step ${step}: non-finite loss or gradient (lower --lr)`);
     const gradNorm = clipGradNorm(r.grads, 1.0);
     const lr = learningRate(sched, step);
     opt.step(weights, r.grads, lr);
-    avg = step === 0 ? r.loss : 0.98 * avg + 0.02 * r.loss;
     if (step % o.logEvery === 0 || step === o.steps - 1) {
-      const row = { step, loss: r.loss, lr, gradNorm, lossEma: avg, seconds: (performance.now() - t0) / 1000 };
+      const row = { step, loss: r.loss, lr, gradNorm, seconds: (performance.now() - t0) / 1000 };
       await appendJsonl(log, row);
       console.log(JSON.stringify(row));
     }
+    if (o.saveEvery > 0 && (step + 1) % o.saveEvery === 0 && step + 1 < o.steps) await save(step + 1);
   }
-  // Split the trained weights back into the model folder and the IP-Adapter file.
-  const unet = new Map<string, { shape: number[]; data: Float32Array }>();
-  const text = new Map<string, { shape: number[]; data: Float32Array }>();
-  const shapes = trainer.shapes();
-  for (const [name, value] of weights) {
-    if (name.startsWith("text_encoder/")) text.set(name.slice("text_encoder/".length), { shape: shapes.get(name)!, data: value });
-    else if (!name.startsWith("image_proj.") && !name.includes(".processor.")) unet.set(name, { shape: shapes.get(name)!, data: value });
+  if (end < o.steps) {
+    await save(end);
+    return { out: o.out, finished: false, step: end };
   }
-  await writeModelFolder(o.out, spec, o.seed, { unet: new MemorySource(unet), text_encoder: new MemorySource(text) });
-  await saveIpAdapter(join(o.out, "ip-adapter.safetensors"), model, ip, weights);
-  await writeJsonAtomic(join(o.out, "tiny-world.json"), {
-    about: "The tiny world's personalized generator (scripts/pretrain-tiny.ts): SD-style UNet + CLIP text encoder + IP-Adapter-Plus Resampler over MobileNetV2 features, 32x32 images, pixel-unshuffle VAE, trained from scratch with --objective mse on tiny-world renders.",
-    imageEncoder: "mobilenet_v2", size: TINY_SIZE, steps: o.steps, batch: o.batch, lr: o.lr, seed: o.seed, prediction: o.prediction, sceneShare: o.sceneShare,
-    init: o.init ?? null, seconds: (performance.now() - t0) / 1000,
-  });
-  rmSync(work, { recursive: true, force: true });
+  await writeModel(o.out, end);
+  rmSync(init, { recursive: true, force: true });
+  return { out: o.out, finished: true, step: end };
 }
 
-const HELP = `pretrain-tiny: train the tiny world's SD + IP-Adapter-Plus generator from scratch (or --init to continue)
+const HELP = `pretrain-tiny: train the tiny world's SD + IP-Adapter-Plus generator from scratch, resumably
 
-usage: bun scripts/pretrain-tiny.ts [options]
+usage: bun scripts/pretrain-tiny.ts --out <new folder> [options]
 
-  --out <dir>            output model folder (default: checkpoints/tiny)
-  --init <dir>           continue from an earlier tiny model folder
-  --steps <n>            training steps (default: 3000)
-  --batch <n>            pairs per step (default: 8)
-  --lr <x>               AdamW peak learning rate, cosine schedule (default: 5e-4)
-  --warmup <n>           warm-up steps (default: 100)
-  --prediction <p>       epsilon | v_prediction (default: v_prediction)
-  --scene-share <p>      share of examples with a scene target; the rest reconstruct the reference (default: 0.5)
-  --seed <n>             (default: 0)
-  --log-every <n>        (default: 25)
+  --out <dir>            output model folder; must be new (or this run's, to resume) (required)
+  --steps <n>            training steps (default: ${DEFAULTS.steps})
+  --batch <n>            pairs per step (default: ${DEFAULTS.batch})
+  --lr <x>               AdamW peak learning rate, cosine schedule (default: ${DEFAULTS.lr})
+  --warmup <n>           warm-up steps (default: ${DEFAULTS.warmup})
+  --prediction <p>       epsilon | v_prediction (default: ${DEFAULTS.prediction})
+  --scene-share <p>      share of examples with a flat-scene target; the rest reconstruct the reference (default: ${DEFAULTS.sceneShare})
+  --channels <a,b>       UNet block widths (default: ${DEFAULTS.channels.join(",")})
+  --seed <n>             (default: ${DEFAULTS.seed})
+  --save-every <n>       checkpoint period; a rerun resumes from the newest (default: ${DEFAULTS.saveEvery})
+  --stop-at <n>          end this invocation after step n (as if preempted)
+  --overwrite            replace an existing --out that is not this run's
+  --export-to <dir>      write the newest checkpoint of --out as a model folder there, and stop
+  --log-every <n>        (default: ${DEFAULTS.logEvery})
   --device <d>           cpu | cuda | webgpu (default: cpu)
   --threads <n>          intra-op threads, 0 = one per core (default: 0)`;
 
 if (import.meta.main) {
   await runMain(async () => {
     const v = parseFlags({
-      out: { type: "string", default: "checkpoints/tiny" }, steps: { type: "string", default: "3000" }, batch: { type: "string", default: "8" },
-      lr: { type: "string", default: "5e-4" }, seed: { type: "string", default: "0" }, threads: { type: "string", default: "0" }, "log-every": { type: "string", default: "25" },
-      init: { type: "string" }, prediction: { type: "string", default: "v_prediction" }, warmup: { type: "string", default: "100" },
-      "scene-share": { type: "string", default: "0.5" }, device: { type: "string", default: "cpu" }, help: { type: "boolean", short: "h", default: false },
+      out: { type: "string" }, steps: { type: "string", default: String(DEFAULTS.steps) }, batch: { type: "string", default: String(DEFAULTS.batch) },
+      lr: { type: "string", default: String(DEFAULTS.lr) }, seed: { type: "string", default: "0" }, threads: { type: "string", default: "0" }, "log-every": { type: "string", default: String(DEFAULTS.logEvery) },
+      prediction: { type: "string", default: DEFAULTS.prediction }, warmup: { type: "string", default: String(DEFAULTS.warmup) },
+      "scene-share": { type: "string", default: String(DEFAULTS.sceneShare) }, channels: { type: "string", default: DEFAULTS.channels.join(",") },
+      "save-every": { type: "string", default: String(DEFAULTS.saveEvery) }, "stop-at": { type: "string" }, "export-to": { type: "string" }, overwrite: { type: "boolean", default: false },
+      device: { type: "string", default: "cpu" }, help: { type: "boolean", short: "h", default: false },
     }, HELP);
     if (v.help) return console.log(HELP);
+    if (!v.out) throw new UsageError("--out is required: a new folder for the model (the committed one is checkpoints/tiny)");
     if (v.prediction !== "epsilon" && v.prediction !== "v_prediction") throw new UsageError("--prediction must be epsilon or v_prediction");
     if (!DEVICES.includes(v.device as Device)) throw new UsageError(`--device must be one of ${DEVICES.join(", ")}`);
+    const ints = { steps: Number(v.steps), batch: Number(v.batch), seed: Number(v.seed), threads: Number(v.threads), logEvery: Number(v["log-every"]), warmup: Number(v.warmup), saveEvery: Number(v["save-every"]) };
+    for (const [k, x] of Object.entries(ints)) if (!Number.isSafeInteger(x) || x < 0) throw new UsageError(`--${k} must be a non-negative integer`);
+    const channels = v.channels!.split(",").map(Number);
+    if (channels.some((c) => !Number.isSafeInteger(c) || c < 16 || c % 16)) throw new UsageError("--channels must be multiples of 16, e.g. 64,128");
     await run({
-      out: v.out!, steps: Number(v.steps), batch: Number(v.batch), lr: Number(v.lr), seed: Number(v.seed), threads: Number(v.threads), logEvery: Number(v["log-every"]),
-      init: v.init, prediction: v.prediction, warmup: Number(v.warmup), sceneShare: Number(v["scene-share"]), device: v.device as Device,
+      out: v.out, ...ints, lr: Number(v.lr), prediction: v.prediction, sceneShare: Number(v["scene-share"]), channels,
+      stopAt: v["stop-at"] === undefined ? undefined : Number(v["stop-at"]), overwrite: v.overwrite, exportTo: v["export-to"], device: v.device as Device,
     });
   });
 }

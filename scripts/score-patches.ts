@@ -137,15 +137,19 @@ export async function run(o: ScoreOptions): Promise<{ scored: number; skipped: n
     const per = C * h * w;
     for (let k = 0; k < chunk.length; k++) {
       const p = chunk[k]!;
+      // Background patches of both images (near-white) are masked: left out of the matching and
+      // stored as NaN, so they are neutral in every objective (the authors' pairs put both images
+      // on a clean background). A scene background is not near-white and stays in; its patches
+      // then match nothing on the reference (TinyBench measures that construction too).
       const mask = backgroundMask(refs[k]!, h, w);
-      const q = qualityMaps(
-        { data: fg.patches.subarray(k * per, (k + 1) * per), c: C, h, w },
-        { data: fr.patches.subarray(k * per, (k + 1) * per), c: C, h, w },
-        mask,
-      );
+      const genMask = backgroundMask(gens[k]!, h, w);
+      const gen = { data: fg.patches.subarray(k * per, (k + 1) * per), c: C, h, w };
+      const ref = { data: fr.patches.subarray(k * per, (k + 1) * per), c: C, h, w };
+      const q = qualityMaps(gen, ref, mask); // q_gen[i] = max over unmasked reference patches
+      const back = qualityMaps(ref, gen, genMask); // q_ref[j] = max over unmasked generated patches
       const norm = { mode: o.normalization } as const;
-      const qGen = normalizeQuality(q.qGen, norm);
-      const qRef = normalizeQuality(q.qRef, norm);
+      const qGen = normalizeQuality(Float32Array.from(q.qGen, (v, i) => (genMask[i] ? NaN : v)), norm);
+      const qRef = normalizeQuality(Float32Array.from(back.qGen, (v, j) => (mask[j] ? NaN : v)), norm);
       const L = o.latentGrid;
       const scoresRel = `patch-scores/${p.id}.safetensors`;
       const heatRel = `heatmaps/${p.id}.png`;
@@ -155,6 +159,7 @@ export async function run(o: ScoreOptions): Promise<{ scored: number; skipped: n
         q_gen_latent: { dtype: "F32", shape: [L, L], data: resizeMap(qGen, h, w, L, L) },
         q_ref_latent: { dtype: "F32", shape: [L, L], data: resizeMap(qRef, h, w, L, L) },
         ref_mask: { dtype: "U8", shape: [h, w], data: mask },
+        gen_mask: { dtype: "U8", shape: [h, w], data: genMask },
       }, { encoder: feat.name, normalization: o.normalization, reference: p.reference, generated: p.generated });
       await writeHeatmapPng(join(outDir, heatRel), refs[k]!, gens[k]!, qGen, h, w);
       await appendJsonl(manifest, {

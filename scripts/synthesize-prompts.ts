@@ -2,7 +2,7 @@
 // clean-background reference prompt and K scene prompts, written to <run>/prompts.jsonl.
 //
 //   bun scripts/synthesize-prompts.ts --run data/runs/r1 --subjects 500 --seed 0          # open grammar
-//   bun scripts/synthesize-prompts.ts --run data/runs/demo --subjects 20 --world tiny      # tiny world
+//   bun scripts/synthesize-prompts.ts --run data/runs/demo --subjects 20 --world tiny      # tiny world (its catalogue)
 //   bun scripts/synthesize-prompts.ts --run data/runs/r2 --llm-url http://localhost:8000/v1 --llm-model qwen2.5-7b-instruct
 //
 // The grammar is deterministic: the same flags give a byte-identical prompts.jsonl, so a rerun is a
@@ -19,7 +19,16 @@ import { readJsonlAll, writeJsonl } from "../lib/io/manifest.ts";
 import { runPaths } from "../lib/io/rundir.ts";
 import { readRunJson, recordStep } from "../lib/io/runlog.ts";
 import { PromptRow } from "../lib/io/schemas.ts";
-import { GRAMMAR_VERSION, WORLDS, type World, maxScenesPerSubject, synthesize } from "../lib/prompts/grammar.ts";
+import { GRAMMAR_VERSION, maxScenesPerSubject, synthesizeOpen } from "../lib/prompts/grammar.ts";
+import { FLAT_SCENES, SPLITS, type Split } from "../lib/tinyworld/catalogue.ts";
+import { synthesizeTiny } from "../lib/tinyworld/prompts.ts";
+
+export const WORLDS = ["open", "tiny"] as const;
+export type World = (typeof WORLDS)[number];
+export const TINY_SPLITS = ["all", ...SPLITS] as const;
+
+/** The largest --scenes-per-subject a world can serve without repeating a scene within a subject. */
+export const maxScenes = (world: World) => (world === "tiny" ? FLAT_SCENES.length : maxScenesPerSubject());
 import { LLM_DEFAULTS, completionsUrl, synthesizeWithLlm } from "../lib/prompts/llm.ts";
 
 export const STEP = "synthesize-prompts";
@@ -31,6 +40,8 @@ export interface SynthesizeOptions {
   scenesPerSubject: number;
   seed: number;
   world: World;
+  /** Tiny world: which catalogue subjects (lib/tinyworld/catalogue.ts SPLITS), or all. */
+  tinySplit?: Split | "all";
   /** OpenAI-compatible base URL; when set, subjects and prompts come from the model (open world only). */
   llmUrl?: string;
   llmModel?: string;
@@ -53,7 +64,7 @@ export const DEFAULTS = {
 /** The options that decide what prompts.jsonl holds: recorded in run.json and compared on a rerun. */
 export function identityOf(o: SynthesizeOptions): Record<string, string | number | null> {
   return {
-    world: o.world, subjects: o.subjects, scenesPerSubject: o.scenesPerSubject, seed: o.seed,
+    world: o.world, ...(o.world === "tiny" ? { tinySplit: o.tinySplit ?? "all" } : {}), subjects: o.subjects, scenesPerSubject: o.scenesPerSubject, seed: o.seed,
     source: o.llmUrl ? "llm" : "grammar", grammar: o.llmUrl ? null : GRAMMAR_VERSION,
     llmUrl: o.llmUrl ? redactUrl(o.llmUrl) : null, llmModel: o.llmUrl ? (o.llmModel ?? null) : null,
   };
@@ -104,7 +115,7 @@ function checkOptions(o: SynthesizeOptions): void {
   if (!o.llmUrl && (o.llmModel || o.llmKeyEnv)) throw new UsageError("--llm-model and --llm-key-env need --llm-url <base url>");
   if (o.llmKeyEnv !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(o.llmKeyEnv)) throw new UsageError(`--llm-key-env ${JSON.stringify(o.llmKeyEnv)}: expected an environment variable name`);
   if (o.llmKeyEnv && !process.env[o.llmKeyEnv]) throw new UsageError(`--llm-key-env ${o.llmKeyEnv}: the environment variable ${o.llmKeyEnv} is not set`);
-  const max = maxScenesPerSubject(o.world);
+  const max = maxScenes(o.world);
   if (!o.llmUrl && o.scenesPerSubject > max) {
     throw new UsageError(`--scenes-per-subject ${o.scenesPerSubject}: the ${o.world} world has ${max} distinct scenes per subject (prompts within a subject never repeat)`);
   }
@@ -118,7 +129,16 @@ export interface SynthesizeResult {
 }
 
 async function synthesizeRows(o: SynthesizeOptions): Promise<PromptRow[]> {
-  if (!o.llmUrl) return synthesize(o.world, o);
+  if (o.world === "tiny") {
+    const split = o.tinySplit ?? "all";
+    if (!TINY_SPLITS.includes(split)) throw new UsageError(`--tiny-split ${JSON.stringify(split)}: expected one of ${TINY_SPLITS.join(", ")}`);
+    try {
+      return synthesizeTiny({ ...o, split });
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
+  if (!o.llmUrl) return synthesizeOpen(o);
   return synthesizeWithLlm(
     {
       url: o.llmUrl, model: o.llmModel!, apiKey: o.llmKeyEnv ? process.env[o.llmKeyEnv] : undefined, batch: o.llmBatch, retries: o.llmRetries,
@@ -179,10 +199,11 @@ usage: bun scripts/synthesize-prompts.ts --run <dir> [options]
 
   --run <dir>                 run directory (prompts.jsonl and run.json are written there)
   --subjects <n>              number of distinct subjects (default: ${DEFAULTS.subjects})
-  --scenes-per-subject <k>    distinct scene prompts per subject (default: ${DEFAULTS.scenesPerSubject}; at most ${maxScenesPerSubject("open")} open, ${maxScenesPerSubject("tiny")} tiny)
+  --scenes-per-subject <k>    distinct scene prompts per subject (default: ${DEFAULTS.scenesPerSubject}; at most ${maxScenes("open")} open, ${maxScenes("tiny")} tiny)
   --seed <s>                  seed of every random choice, 0..4294967295 (default: ${DEFAULTS.seed})
   --world <w>                 open: DreamBench-style grammar | tiny: the tiny world's subjects and scenes,
                               which its renderer can draw (default: ${DEFAULTS.world})
+  --tiny-split <s>            tiny world: the catalogue subjects to draw from: ${TINY_SPLITS.join(" | ")} (default: all)
   --llm-url <url>             OpenAI-compatible base URL (e.g. http://localhost:8000/v1): ask a language model for
                               subjects and prompts instead of the grammar (open world only; default: none)
   --llm-model <name>          model name sent to the API (required with --llm-url)
@@ -203,7 +224,7 @@ if (import.meta.main) {
       subjects: { type: "string", default: String(DEFAULTS.subjects) },
       "scenes-per-subject": { type: "string", default: String(DEFAULTS.scenesPerSubject) },
       seed: { type: "string", default: String(DEFAULTS.seed) },
-      world: { type: "string", default: DEFAULTS.world },
+      world: { type: "string", default: DEFAULTS.world }, "tiny-split": { type: "string", default: "all" },
       "llm-url": { type: "string" }, "llm-model": { type: "string" }, "llm-key-env": { type: "string" },
       "llm-batch": { type: "string", default: String(DEFAULTS.llmBatch) },
       "llm-retries": { type: "string", default: String(DEFAULTS.llmRetries) },
@@ -226,7 +247,7 @@ if (import.meta.main) {
     if (flags instanceof type.errors) throw new UsageError(`bad flag: ${flags.summary}\n\n${HELP}`);
     if (!v.run) throw new UsageError(`--run <dir> is required\n\n${HELP}`);
     const opts: SynthesizeOptions = {
-      run: v.run, llmUrl: v["llm-url"], llmModel: v["llm-model"], llmKeyEnv: v["llm-key-env"], force: v.force!, ...flags,
+      run: v.run, tinySplit: v["tiny-split"] as Split | "all", llmUrl: v["llm-url"], llmModel: v["llm-model"], llmKeyEnv: v["llm-key-env"], force: v.force!, ...flags,
     };
     const res = await run(opts);
     const what = { written: "wrote", unchanged: "unchanged (same flags, same bytes):", kept: "kept (same flags):" }[res.status];

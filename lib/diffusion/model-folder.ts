@@ -13,7 +13,7 @@ import { vaeConfigFromJson, vaeParamShapes } from "../models/vae.ts";
 import { initWeights } from "../nn/init.ts";
 import type { WeightSource } from "../nn/params.ts";
 import { CLIP_EOS } from "../models/clip-tokenizer.ts";
-import { type BpeVocab, mergesTxt } from "../tinyworld/vocab.ts";
+import { type BpeVocab, mergesTxt } from "../models/bpe-train.ts";
 
 type Json = Record<string, unknown>;
 

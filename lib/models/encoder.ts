@@ -18,6 +18,8 @@ export interface PatchEncoder {
   /** Per-channel normalization applied to [0,1] RGB. */
   readonly mean: readonly number[];
   readonly std: readonly number[];
+  /** The patch grid `forward` returns without a featureLayer, where the model has several (MobileNetV2: out_relu). */
+  readonly defaultLayer?: string;
   /** Weight names in the encoder's own key layout (so finetuned checkpoints load like the original). */
   readonly source: Params["source"];
   /**

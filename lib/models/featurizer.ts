@@ -58,6 +58,8 @@ export const ENCODER_KINDS_HELP = `an encoder folder must be one of:
 export interface GraphEncoder {
   encoder: PatchEncoder;
   source: WeightSource;
+  /** A finetuned encoder: the feature layer its blocks were trained for (the scorer must read that one). */
+  trainedLayer?: string;
 }
 
 function readJson(path: string): Record<string, unknown> {
@@ -123,12 +125,13 @@ export function loadGraphEncoder(spec: string): GraphEncoder {
   const dir = resolve(spec);
   if (!existsSync(dir)) throw new UserError(`encoder folder ${dir} does not exist; ${ENCODER_KINDS_HELP}`);
   if (existsSync(join(dir, "weights.safetensors")) && existsSync(join(dir, "state.json"))) {
-    const state = readJson(join(dir, "state.json")) as { config?: { encoder?: string } };
+    const state = readJson(join(dir, "state.json")) as { config?: { encoder?: string; featureLayer?: string | null } };
     const base = state.config?.encoder;
     if (typeof base !== "string") throw new UserError(`${dir}/state.json does not name its base encoder (config.encoder)`);
     const b = loadGraphEncoder(base);
     const source = new OverlaySource(b.source, new SafetensorsSource([join(dir, "weights.safetensors")]));
-    return { encoder: { ...b.encoder, name: `${b.encoder.name} finetuned (${dir})`, source }, source };
+    const trainedLayer = state.config?.featureLayer ?? b.encoder.defaultLayer;
+    return { encoder: { ...b.encoder, name: `${b.encoder.name} finetuned (${dir})`, source }, source, ...(trainedLayer ? { trainedLayer } : {}) };
   }
   const weights = ["model.safetensors", "model.safetensors.index.json", ...PICKLED_WEIGHTS];
   if (existsSync(join(dir, "config.json")) && weights.some((f) => existsSync(join(dir, f)))) return loadVitFolder(dir);
@@ -150,9 +153,15 @@ export function graphFeaturizer(ge: GraphEncoder, opts: FeaturizerOptions = {}):
   const { encoder } = ge;
   const S = encoder.imageSize;
   const batch = opts.batchSize ?? 8;
+  // A finetuned encoder is scored at the layer its blocks were trained for: another layer would
+  // read weights the finetune never touched (or mix trained and untrained blocks).
+  const layer = opts.featureLayer ?? ge.trainedLayer;
+  if (ge.trainedLayer && layer !== ge.trainedLayer) {
+    throw new UserError(`${encoder.name} was finetuned for feature layer ${ge.trainedLayer}, not ${layer}: drop --feature-layer (it defaults to the trained layer), or finetune with --feature-layer ${layer}`);
+  }
   const g = new G.Graph();
   const x = g.input("images", [batch, 3, S, S]);
-  const out = encoder.forward(new Params(g, ge.source), x, opts.featureLayer);
+  const out = encoder.forward(new Params(g, ge.source), x, layer);
   const outputs: Record<string, G.Tensor> = { patches: out.patches };
   if (out.global) outputs.global = out.global;
   const compiled = G.compile(outputs, { device: opts.device, threads: opts.threads });

@@ -444,6 +444,7 @@ export function loadMobileNetV2(opts: LoadMobileNetV2Options = {}): { encoder: M
     // nsfwjs feeds x / 255 (dist/esm/core.js: img.toFloat().div(255)), no mean offset.
     mean: [0, 0, 0],
     std: [1, 1, 1],
+    defaultLayer: "out_relu",
     source,
     keras,
     classes: NSFW_CLASSES,

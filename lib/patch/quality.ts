@@ -386,3 +386,13 @@ export function resizeMap(map: Float32Array, h: number, w: number, outH: number,
   }
   return out;
 }
+
+/**
+ * Foreground share of each cell of the L x L latent grid, from a quality map whose masked
+ * (background) patches are NaN: 1 where every overlapping patch is subject, 0 where all are masked,
+ * bilinear (align_corners=False) in between, as resizeMap resizes the maps themselves. The
+ * objectives multiply their patch weights by it, so masked patches are neutral.
+ */
+export function foregroundMap(q: Float32Array, h: number, w: number, outH: number, outW: number): Float32Array {
+  return resizeMap(Float32Array.from(q, (v) => (Number.isNaN(v) ? 0 : 1)), h, w, outH, outW);
+}

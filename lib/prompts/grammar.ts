@@ -2,8 +2,8 @@
 // each with one clean-background reference prompt (for the text-to-image model) and K scene
 // prompts (for the personalized model), as prompts.jsonl rows.
 //
-// Two worlds:
-// - open: a template grammar modelled on DreamBench. A subject is a class noun (74 objects, toys
+// The open world (the tiny world's rows are lib/tinyworld/prompts.ts; the script picks the world):
+// - a template grammar modelled on DreamBench. A subject is a class noun (74 objects, toys
 //   and animals, covering DreamBench's and the tiny world's classes) plus attributes: colour,
 //   material, an optional pattern and always one small detail (a logo, a part in a second colour,
 //   a collar): the local details finetuning-free models get wrong and patch scores look at.
@@ -12,10 +12,6 @@
 //   identity-keeping property prompts ("a shiny {0}", "a wet {0}"). DreamBench's recolour and
 //   reshape prompts ("a red {0}", "a cube shaped {0}") are left out on purpose: they ask for a subject
 //   that no longer matches its reference, so every patch would score as a failure.
-// - tiny: the tiny world's own subjects (`subjectFromSeed` = `randomSubject(new Rng(seed))`,
-//   described by `describeSubject`) in its SCENES, so its renderer can draw every prompt. Contract
-//   with later steps: for a tiny row, `subjectFromSeed(row.seed)` is the subject and its id is
-//   `row.subjectId`.
 //
 // Determinism: a master Rng(seed) draws one 32-bit seed per subject; the subject and its scene
 // choice come from generators seeded by that number only. So the same flags give the same bytes,
@@ -26,13 +22,10 @@ import type { PromptRow } from "../io/schemas.ts";
 import { UsageError, UserError } from "../io/errors.ts";
 import { sanitizeId } from "../io/rundir.ts";
 import { Rng } from "../rng.ts";
-import { SCENES, describeSubject, scenePrompt, subjectFromSeed } from "../tinyworld/index.ts";
 
 /** Bump when word lists or templates change: run.json records it, so a rerun notices. */
-export const GRAMMAR_VERSION = "open-1/tiny-1";
+export const GRAMMAR_VERSION = "open-1/tiny-2";
 
-export const WORLDS = ["open", "tiny"] as const;
-export type World = (typeof WORLDS)[number];
 
 // ---------------------------------------------------------------------------------------------
 // Reference prompts.
@@ -258,9 +251,9 @@ export function templatesFor(kind: NounKind): readonly string[] {
   return kind === "animal" ? LIVE_POOL : OBJECT_POOL;
 }
 
-/** The largest --scenes-per-subject a world can serve without repeating a scene within a subject. */
-export function maxScenesPerSubject(world: World): number {
-  return world === "tiny" ? SCENES.length : Math.min(OBJECT_POOL.length, LIVE_POOL.length);
+/** The largest --scenes-per-subject the open world can serve without repeating a scene within a subject. */
+export function maxScenesPerSubject(): number {
+  return Math.min(OBJECT_POOL.length, LIVE_POOL.length);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -376,12 +369,12 @@ export interface SynthesisOptions {
   seed: number;
 }
 
-function checkCounts(o: SynthesisOptions, world: World): void {
+function checkCounts(o: SynthesisOptions): void {
   if (!Number.isSafeInteger(o.subjects) || o.subjects < 1) throw new UsageError(`--subjects ${o.subjects}: expected a positive integer`);
-  const max = maxScenesPerSubject(world);
+  const max = maxScenesPerSubject();
   if (!Number.isSafeInteger(o.scenesPerSubject) || o.scenesPerSubject < 0 || o.scenesPerSubject > max) {
     throw new UsageError(
-      `--scenes-per-subject ${o.scenesPerSubject}: expected an integer from 0 to ${max} (the ${world} world has ${max} distinct scenes for every subject; prompts within a subject never repeat)`,
+      `--scenes-per-subject ${o.scenesPerSubject}: expected an integer from 0 to ${max} (the open world has ${max} distinct scenes for every subject; prompts within a subject never repeat)`,
     );
   }
   if (!Number.isSafeInteger(o.seed) || o.seed < 0 || o.seed > 0xffffffff) throw new UsageError(`--seed ${o.seed}: expected an integer from 0 to 4294967295`);
@@ -395,7 +388,7 @@ const sceneSeed = (subjectSeed: number) => (subjectSeed ^ 0x5bd1e995) >>> 0;
 
 /** prompts.jsonl rows of the open grammar. Deterministic in the options; no duplicate subjects. */
 export function synthesizeOpen(o: SynthesisOptions): PromptRow[] {
-  checkCounts(o, "open");
+  checkCounts(o);
   const master = new Rng(o.seed);
   const rows: PromptRow[] = [];
   const texts = new Set<string>();
@@ -419,41 +412,4 @@ export function synthesizeOpen(o: SynthesisOptions): PromptRow[] {
     });
   }
   return rows;
-}
-
-/**
- * prompts.jsonl rows of the tiny world: `subjectFromSeed(row.seed)` is the subject (its id is the
- * row's subjectId) and every scene prompt is `scenePrompt(text, scene)` of one of its SCENES.
- */
-export function synthesizeTiny(o: SynthesisOptions): PromptRow[] {
-  checkCounts(o, "tiny");
-  const master = new Rng(o.seed);
-  const rows: PromptRow[] = [];
-  const texts = new Set<string>();
-  const ids = new Set<string>();
-  for (let draws = 0; rows.length < o.subjects; draws++) {
-    if (draws >= maxDraws(o.subjects)) throw new UserError(`the tiny world ran out of distinct subjects after ${rows.length} (asked for ${o.subjects})`);
-    const seed = master.nextU32();
-    const subject = subjectFromSeed(seed);
-    const d = describeSubject(subject);
-    // Two subjects with one description would get the same prompts: redraw.
-    if (texts.has(d.text) || ids.has(subject.id)) continue;
-    texts.add(d.text);
-    ids.add(subject.id);
-    const scenes = chooseDistinct(new Rng(sceneSeed(seed)), SCENES, o.scenesPerSubject);
-    rows.push({
-      subjectId: subject.id,
-      classNoun: d.classNoun,
-      attributes: d.attributes,
-      referencePrompt: referencePrompt(d.text),
-      scenePrompts: scenes.map((sc) => scenePrompt(d.text, sc)),
-      seed,
-    });
-  }
-  return rows;
-}
-
-/** Rows of either world. */
-export function synthesize(world: World, o: SynthesisOptions): PromptRow[] {
-  return world === "tiny" ? synthesizeTiny(o) : synthesizeOpen(o);
 }

@@ -224,10 +224,11 @@ function placementOfBox(box: Box): Placement {
   return { scale, x: 0.5 - (scale * (u0 + u1)) / 2, y: 0.5 - (scale * (v0 + v1)) / 2, mirrored: false };
 }
 
-/** Scaled 0.5-0.9 of the reference, maybe mirrored, standing on the ground below the horizon. */
+/** Scaled as the scene says (DreamBench-like: 0.5-0.9 of the reference, maybe mirrored), standing on the ground below the horizon. */
 function scenePlacement(box: Box, ref: Placement, scene: Scene, rng: Rng): Placement {
-  const scale = ref.scale * (0.5 + 0.4 * rng.uniform());
-  const mirrored = rng.uniform() < 0.5;
+  const { minScale, maxScale, mirror } = scene.placement;
+  const scale = ref.scale * (minScale + (maxScale - minScale) * rng.uniform());
+  const mirrored = rng.uniform() < 0.5 && mirror;
   const [u0, v0, u1, v1] = box;
   const w = scale * (u1 - u0), h = scale * (v1 - v0);
   const cx = 0.5 + (rng.uniform() - 0.5) * Math.max(0, 1 - w - 0.04);

@@ -37,6 +37,15 @@ export interface SceneContext {
   subject: Footprint;
 }
 
+export interface ScenePlacement {
+  minScale: number;
+  maxScale: number;
+  mirror: boolean;
+}
+
+/** DreamBench-style scenes: the subject at half to nine tenths of its reference size, either way round. */
+export const DEFAULT_PLACEMENT: ScenePlacement = { minScale: 0.5, maxScale: 0.9, mirror: true };
+
 export interface Scene {
   /** Short kebab-case key, e.g. "beach". */
   name: string;
@@ -48,6 +57,8 @@ export interface Scene {
   shadow: boolean;
   /** Opacity of a mirror image of the subject below it (mirror, water), 0 for none. */
   reflection: number;
+  /** The subject's scale range relative to its reference, and whether it may be mirrored. */
+  placement: ScenePlacement;
   background(ctx: SceneContext): Layer[];
 }
 
@@ -58,7 +69,7 @@ function layer(shape: Shape, paint: Layer["paint"], alpha?: number): Layer {
   return alpha === undefined ? { shape, frame: IDENTITY, paint } : { shape, frame: IDENTITY, paint, alpha };
 }
 
-function fill(shape: Shape, colour: number, alpha?: number): Layer {
+export function fill(shape: Shape, colour: number, alpha?: number): Layer {
   return layer(shape, solid(colour), alpha);
 }
 
@@ -185,14 +196,14 @@ const SKY_TOP = rgb(95, 155, 230), SKY_LOW = rgb(190, 220, 245);
 const GREENS = [rgb(40, 110, 45), rgb(60, 140, 50), rgb(30, 90, 40), rgb(85, 160, 60)];
 const AUTUMN = [rgb(215, 90, 30), rgb(230, 150, 40), rgb(190, 50, 35), rgb(240, 190, 60)];
 
-function scene(
+export function scene(
   name: string,
   phrase: string,
   horizon: number,
   background: Scene["background"],
-  opts: { shadow?: boolean; reflection?: number } = {},
+  opts: { shadow?: boolean; reflection?: number; placement?: ScenePlacement } = {},
 ): Scene {
-  return { name, phrase, horizon, shadow: opts.shadow ?? true, reflection: opts.reflection ?? 0, background };
+  return { name, phrase, horizon, shadow: opts.shadow ?? true, reflection: opts.reflection ?? 0, placement: opts.placement ?? DEFAULT_PLACEMENT, background };
 }
 
 export const SCENES: readonly Scene[] = [

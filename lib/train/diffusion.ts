@@ -46,6 +46,8 @@ export interface TrainerSetup {
   ipScale?: number;
   device?: G.Device;
   threads?: number;
+  /** ONNX Runtime's memory arena for the training graphs (lib/graph: off by default; on is much faster for small models). */
+  memArena?: boolean;
 }
 
 /** Probabilities of classifier-free-guidance dropout per pair (DESIGN.md: 5% / 5% / 5%). */
@@ -62,9 +64,18 @@ export interface PairExample {
    * PatchDPO conditions both rows on the scene prompt, as the authors do.
    */
   referencePrompt?: string;
+  /**
+   * The frozen image encoder's features of `reference` (shape `featureShape`), when the caller
+   * already has them: a fixed set of references (the tiny world's catalogue) is encoded once
+   * instead of every step.
+   */
+  referenceFeatures?: Float32Array;
   /** Latent-grid quality maps [h*w] (score-patches' q_ref_latent / q_gen_latent); needed by weighted / patch-dpo. */
   qRef?: Float32Array;
   qGen?: Float32Array;
+  /** Latent-grid foreground share [h*w] of each image (masked background 0: neutral in the objectives); default all 1. */
+  fgRef?: Float32Array;
+  fgGen?: Float32Array;
 }
 
 export interface StepResult {
@@ -108,7 +119,7 @@ export class DiffusionTrainer {
   private build(): void {
     const { model: m, ip, pairs: B } = this.s;
     const R = 2 * B;
-    const opts = { device: this.s.device, threads: this.s.threads };
+    const opts = { device: this.s.device, threads: this.s.threads, memArena: this.s.memArena };
     const C = m.latentChannels, h = this.latentH, w = this.latentW;
 
     const net = (g: G.Graph, training: boolean) => {
@@ -149,8 +160,10 @@ export class DiffusionTrainer {
       const target = g.input("target", [R, C, h, w]);
       const qRef = g.input("q_ref", [B, h, w]);
       const qGen = g.input("q_gen", [B, h, w]);
+      const fgRef = g.input("fg_ref", [B, h, w]);
+      const fgGen = g.input("fg_gen", [B, h, w]);
       const refPred = this.s.objective === "patch-dpo" ? g.input("ref_pred", [R, C, h, w]) : undefined;
-      const o = objective(this.s.objective, { pred, target, qRef, qGen, refPred }, this.s.dpo ?? DPO_DEFAULTS);
+      const o = objective(this.s.objective, { pred, target, qRef, qGen, fgRef, fgGen, refPred }, this.s.dpo ?? DPO_DEFAULTS);
       const grads = G.grad(o.loss, this.trainables.map((t) => t.tensor));
       const outs: Record<string, Tensor> = { loss: o.loss };
       for (const [k, v] of Object.entries(o.logs)) outs[`log:${k}`] = v;
@@ -200,8 +213,28 @@ export class DiffusionTrainer {
     this.initial.set(name, Float32Array.from(value));
   }
 
-  /** Image features of the reference images (null: the empty image prompt). */
-  private async imageFeatures(images: (RgbImage | null)[]): Promise<Float32Array> {
+  /**
+   * Image features of the references (null: the empty image prompt). Precomputed features are
+   * used as given; the encoder runs only when some row has none (the empty prompt's features are
+   * computed once).
+   */
+  private async imageFeatures(rows: (PairExample | null)[]): Promise<Float32Array> {
+    const per = this.featureShape.reduce((a, b) => a * b, 1);
+    if (rows.every((r) => !r || r.referenceFeatures)) {
+      this.emptyFeatures ??= (await this.encodeImages(rows.map(() => null))).subarray(0, per);
+      const out = new Float32Array(rows.length * per);
+      rows.forEach((r, j) => {
+        const f = r ? r.referenceFeatures! : this.emptyFeatures!;
+        if (f.length !== per) throw new Error(`referenceFeatures holds ${f.length} values, the image encoder gives ${this.featureShape.join("x")}`);
+        out.set(f, j * per);
+      });
+      return out;
+    }
+    return this.encodeImages(rows.map((r) => r?.reference ?? null));
+  }
+
+  /** Runs the frozen image encoder on the references (null: the empty image prompt). */
+  async encodeImages(images: (RgbImage | null)[]): Promise<Float32Array> {
     const S = this.imageSize();
     const per = 3 * S * S;
     const px = new Float32Array(images.length * per);
@@ -268,20 +301,22 @@ export class DiffusionTrainer {
       for (let r = 0; r < 2 * B; r++) ids.set([this.s.height, this.s.width, 0, 0, this.s.height, this.s.width], r * 6);
       feeds.time_ids = ids;
     }
-    const f = await this.imageFeatures(batch.map((p, i) => (dropImage[i] ? null : p.reference)));
+    const f = await this.imageFeatures(batch.map((p, i) => (dropImage[i] ? null : p)));
     const both = new Float32Array(2 * f.length);
     both.set(f);
     both.set(f, f.length);
     feeds.image_features = both;
     const hw = this.latentH * this.latentW;
-    const qRef = new Float32Array(B * hw), qGen = new Float32Array(B * hw);
-    batch.forEach((p, i) => {
-      if (p.qRef && p.qRef.length !== hw) throw new Error(`quality maps are ${Math.sqrt(p.qRef.length)}^2, the latent grid is ${this.latentH}x${this.latentW}: score with --latent-grid ${this.latentH}`);
-      qRef.set(p.qRef ?? new Float32Array(hw).fill(1), i * hw);
-      qGen.set(p.qGen ?? new Float32Array(hw).fill(1), i * hw);
-    });
-    feeds.q_ref = qRef;
-    feeds.q_gen = qGen;
+    const maps = { q_ref: "qRef", q_gen: "qGen", fg_ref: "fgRef", fg_gen: "fgGen" } as const;
+    for (const [feed, key] of Object.entries(maps)) {
+      const out = new Float32Array(B * hw);
+      batch.forEach((p, i) => {
+        const m = p[key];
+        if (m && m.length !== hw) throw new Error(`${key} maps are ${Math.sqrt(m.length)}^2, the latent grid is ${this.latentH}x${this.latentW}: score with --latent-grid ${this.latentH}`);
+        out.set(m ?? new Float32Array(hw).fill(1), i * hw);
+      });
+      feeds[feed] = out;
+    }
     return feeds;
   }
 

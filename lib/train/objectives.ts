@@ -15,6 +15,12 @@
 //              (<u, e> = sum(u e) / (sum(u) + 1e-6), a weighted mean over pixels)
 //                L = -log sigmoid(-beta/2 (m_w - m_l)) + lambda mean(q_gen e_theta(gen img))
 //              The second term keeps the patches the generator already gets right.
+// Masked patches (background: the white of a clean reference or generation, DESIGN.md section 1)
+// are neutral in every objective: fgRef / fgGen [B, h, w] give each latent pixel's foreground share
+// (1 subject, 0 background; score-patches' masks resized to the latent grid), and multiply the
+// weights: weighted uses w = [fgRef (1 - q_ref) ; fgGen q_gen], patch-dpo a = fgRef (1 - q_ref),
+// b = fgGen (1 - q_gen) and keeps fgGen q_gen. `mse` has no patch weights and sees every pixel.
+// Without masks (all ones) the formulas above hold exactly.
 // Logged as Diffusion-DPO does: implicit accuracy (share of pairs with m_w < m_l), model and
 // reference MSE.
 
@@ -41,6 +47,9 @@ export interface ObjectiveInputs {
   qRef: Tensor;
   /** [B, h, w] quality of the generated images' patches. */
   qGen: Tensor;
+  /** [B, h, w] foreground share of each latent pixel of the reference / generated images (default: all 1). */
+  fgRef?: Tensor;
+  fgGen?: Tensor;
   /** patch-dpo only: the frozen reference model's prediction [2B, C, h, w]. */
   refPred?: Tensor;
 }
@@ -75,21 +84,23 @@ export function objective(kind: Objective, x: ObjectiveInputs, dpo: DpoOptions =
   const e = pixelErrors(pred, target); // [2B, h, w]
   const mse = G.reduceMean(e, undefined, false);
   if (kind === "mse") return { loss: mse, logs: { mse } };
+  const onRef = (t: Tensor) => (x.fgRef ? G.mul(x.fgRef, t) : t);
+  const onGen = (t: Tensor) => (x.fgGen ? G.mul(x.fgGen, t) : t);
   if (kind === "weighted") {
-    const w = G.concat([G.sub(1, qRef), qGen], 0); // [2B, h, w]
+    const w = G.concat([onRef(G.sub(1, qRef)), onGen(qGen)], 0); // [2B, h, w]
     return { loss: G.reduceMean(G.mul(w, e), undefined, false), logs: { mse } };
   }
   if (!x.refPred) throw new Error("objective patch-dpo needs the frozen reference model's prediction (refPred)");
   const eRef = pixelErrors(x.refPred, target);
   const [eThetaW, eThetaL] = halves(e);
   const [eRefW, eRefL] = halves(eRef);
-  const a = G.sub(1, qRef);
-  const b = G.sub(1, qGen);
+  const a = onRef(G.sub(1, qRef));
+  const b = onGen(G.sub(1, qGen));
   const mW = G.sub(weightedMean(a, eThetaW), weightedMean(a, eRefW)); // [B]
   const mL = G.sub(weightedMean(b, eThetaL), weightedMean(b, eRefL));
   const z = G.mul(G.sub(mW, mL), -dpo.beta / 2);
   const dpoLoss = G.reduceMean(G.softplus(G.neg(z)), undefined, false); // -log sigmoid(z), stable
-  const keep = G.reduceMean(G.mul(qGen, eThetaL), undefined, false);
+  const keep = G.reduceMean(G.mul(onGen(qGen), eThetaL), undefined, false);
   const loss = G.add(dpoLoss, G.mul(keep, dpo.lambda));
   const implicitAcc = G.reduceMean(G.cast(G.less(mW, mL), "float32"), undefined, false);
   return { loss, logs: { mse, refMse: G.reduceMean(eRef, undefined, false), dpoLoss, keep, implicitAcc } };

@@ -12,7 +12,7 @@ import { checkModels, loadDiffusionModel, loadIpAdapter } from "../../lib/diffus
 import { type ModelFolderSpec, tensorsOf, writeIpAdapter, writeModelFolder } from "../../lib/diffusion/model-folder.ts";
 import { Pipeline } from "../../lib/diffusion/pipeline.ts";
 import { SafetensorsSource } from "../../lib/nn/params.ts";
-import { trainBpe } from "../../lib/tinyworld/vocab.ts";
+import { trainBpe } from "../../lib/models/bpe-train.ts";
 import { clipVisionConfigFromJson, clipVisionParamShapes } from "../../lib/models/clip-vision.ts";
 import { initWeights } from "../../lib/nn/init.ts";
 

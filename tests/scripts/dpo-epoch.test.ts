@@ -21,7 +21,7 @@ import { runPaths } from "../../lib/io/rundir.ts";
 import { writeSafetensors } from "../../lib/io/safetensors.ts";
 import { GenerationRow, PatchScoreRow, PromptRow, ReferenceRow, TrainLogRow } from "../../lib/io/schemas.ts";
 import type { ImageProjectionConfig } from "../../lib/models/ip-adapter.ts";
-import { trainBpe } from "../../lib/tinyworld/vocab.ts";
+import { trainBpe } from "../../lib/models/bpe-train.ts";
 import { DEFAULTS, type DpoEpochOptions, epochFile, run } from "../../scripts/dpo-epoch.ts";
 import { DEFAULTS as GEN_DEFAULTS, run as generate } from "../../scripts/generate-images.ts";
 import { DEFAULTS as SCORE_DEFAULTS, run as score } from "../../scripts/score-patches.ts";

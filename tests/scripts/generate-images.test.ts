@@ -5,9 +5,9 @@ import { join, resolve } from "node:path";
 import { UserError } from "../../lib/io/errors.ts";
 import { loadImage } from "../../lib/io/images.ts";
 import { readJsonlAll } from "../../lib/io/manifest.ts";
-import { GenerationRow, ReferenceRow } from "../../lib/io/schemas.ts";
+import { GenerationRow, PromptRow, ReferenceRow } from "../../lib/io/schemas.ts";
 import { writeIpAdapter, writeModelFolder, type ModelFolderSpec } from "../../lib/diffusion/model-folder.ts";
-import { trainBpe } from "../../lib/tinyworld/vocab.ts";
+import { trainBpe } from "../../lib/models/bpe-train.ts";
 import { DEFAULTS, type GenerateOptions, run } from "../../scripts/generate-images.ts";
 import { run as synthesize, DEFAULTS as PROMPT_DEFAULTS } from "../../scripts/synthesize-prompts.ts";
 
@@ -32,6 +32,12 @@ describe("generate-images with the tiny world's renderer", () => {
     expect(await run(opts({ run: dir, mode: "personalized", perReference: 3 }))).toMatchObject({ generated: 6 });
     const gens = await readJsonlAll(join(dir, "generations.jsonl"), GenerationRow);
     expect(gens.map((g) => g.k)).toEqual([0, 1, 2, 0, 1, 2]);
+    // The authors' pairs: every generation is drawn with its reference's own prompt, on white.
+    const byId = new Map(refs.map((r) => [r.id, r]));
+    for (const g of gens) {
+      expect(g.prompt).toBe(byId.get(g.referenceId)!.prompt);
+      expect(g.settings).toMatchObject({ pairPrompt: "reference", scene: "white" });
+    }
     for (const g of gens) {
       expect(["none", "detail-missing", "detail-recolored", "detail-moved", "pattern-wrong", "noise-blob"]).toContain(String(g.settings.defect));
       // The ground truth beside each image: red marks the planted defect, green the subject.
@@ -44,6 +50,21 @@ describe("generate-images with the tiny world's renderer", () => {
     const before = readFileSync(join(dir, "generations.jsonl"), "utf8");
     expect(await run(opts({ run: dir, mode: "personalized", perReference: 3 }))).toMatchObject({ generated: 0, skipped: 6 });
     expect(readFileSync(join(dir, "generations.jsonl"), "utf8")).toBe(before);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("--pair-prompt scene cycles the subject's scene prompts and renders the scene", async () => {
+    const dir = await promptsRun(2, 2);
+    await run(opts({ run: dir }));
+    await run(opts({ run: dir, mode: "personalized", perReference: 3, pairPrompt: "scene", defectRate: 0 }));
+    const prompts = (await readJsonlAll(join(dir, "prompts.jsonl"), PromptRow)).map((p) => p.scenePrompts);
+    const gens = await readJsonlAll(join(dir, "generations.jsonl"), GenerationRow);
+    expect(gens.map((g) => g.prompt)).toEqual(prompts.flatMap((p) => [p[0], p[1], p[0]]));
+    for (const g of gens) {
+      expect(g.settings.scene).not.toBe("white");
+      const img = await loadImage(join(dir, g.image));
+      expect(Math.min(img.data[0]!, img.data[1]!, img.data[2]!)).toBeLessThan(235); // the corner is scene, not white
+    }
     rmSync(dir, { recursive: true, force: true });
   });
 

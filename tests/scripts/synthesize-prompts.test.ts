@@ -11,9 +11,11 @@ import { readJsonlAll } from "../../lib/io/manifest.ts";
 import { isSafeId } from "../../lib/io/rundir.ts";
 import { readRunJson } from "../../lib/io/runlog.ts";
 import { PromptRow } from "../../lib/io/schemas.ts";
-import { NOUNS, maxScenesPerSubject, synthesizeOpen, synthesizeTiny } from "../../lib/prompts/grammar.ts";
+import { NOUNS, maxScenesPerSubject, synthesizeOpen } from "../../lib/prompts/grammar.ts";
+import { CATALOGUE, FLAT_SCENES, catalogueEntry, flatSceneForPrompt, subjectsOf, tinyScenePrompt } from "../../lib/tinyworld/catalogue.ts";
+import { synthesizeTiny } from "../../lib/tinyworld/prompts.ts";
 import { LIMITS, cleanText, sanitizeSubject } from "../../lib/prompts/llm.ts";
-import { CLASS_NOUNS, SCENES, describeSubject, sceneForPrompt, scenePrompt, subjectFromSeed } from "../../lib/tinyworld/index.ts";
+import { CLASS_NOUNS, describeSubject } from "../../lib/tinyworld/index.ts";
 import { DEFAULTS, type SynthesizeOptions, run } from "../../scripts/synthesize-prompts.ts";
 
 const REPO = resolve(import.meta.dir, "../..");
@@ -78,32 +80,40 @@ describe("open grammar", () => {
   });
 
   test("the largest k works and is distinct; larger is a usage error", () => {
-    const k = maxScenesPerSubject("open");
+    const k = maxScenesPerSubject();
     checkUnique(synthesizeOpen({ subjects: 40, scenesPerSubject: k, seed: 1 }), 40, k);
     expect(() => synthesizeOpen({ subjects: 4, scenesPerSubject: k + 1, seed: 1 })).toThrow(UsageError);
   });
 });
 
 describe("tiny world", () => {
-  test("every scene prompt is a tiny-world scene; subjectFromSeed(seed) is the subject", async () => {
+  test("subjects come from the catalogue split asked for; every scene prompt is a flat scene of the subject", async () => {
     const d = freshDir("tiny");
-    await run(opts({ run: d, world: "tiny", subjects: 60, scenesPerSubject: SCENES.length, seed: 5 }));
+    await run(opts({ run: d, world: "tiny", subjects: CATALOGUE.length, scenesPerSubject: FLAT_SCENES.length, seed: 5 }));
     const rows = await rowsOf(d);
-    checkUnique(rows, 60, SCENES.length);
+    checkUnique(rows, CATALOGUE.length, FLAT_SCENES.length);
     for (const r of rows) {
-      const s = subjectFromSeed(r.seed);
-      expect(s.id).toBe(r.subjectId);
+      const s = catalogueEntry(r.subjectId)!.subject;
       const text = describeSubject(s).text;
       expect(r.classNoun).toBe(s.classNoun);
+      expect(r.referencePrompt).toBe(`a photo of ${text}, isolated on a white background`);
       const scenes = r.scenePrompts.map((p) => {
-        const sc = sceneForPrompt(p);
+        const sc = flatSceneForPrompt(p);
         expect(sc).not.toBeNull();
-        expect(p).toBe(scenePrompt(text, sc!));
+        expect(p).toBe(tinyScenePrompt(text, sc!));
         return sc!.name;
       });
-      expect(new Set(scenes).size).toBe(SCENES.length);
+      expect(new Set(scenes).size).toBe(FLAT_SCENES.length);
     }
-    expect(() => synthesizeTiny({ subjects: 2, scenesPerSubject: SCENES.length + 1, seed: 0 })).toThrow(UsageError);
+    for (const split of ["train", "val", "test", "held-out"] as const) {
+      const want = new Set(subjectsOf(split).map((e) => e.subject.id));
+      const got = synthesizeTiny({ subjects: want.size, scenesPerSubject: 1, seed: 3, split });
+      expect(new Set(got.map((r) => r.subjectId))).toEqual(want);
+      // A shorter run's subjects are the longer run's first ones.
+      expect(synthesizeTiny({ subjects: 2, scenesPerSubject: 1, seed: 3, split })).toEqual(got.slice(0, 2));
+    }
+    expect(() => synthesizeTiny({ subjects: 2, scenesPerSubject: FLAT_SCENES.length + 1, seed: 0, split: "all" })).toThrow(RangeError);
+    await expect(run(opts({ run: freshDir("tiny-big"), world: "tiny", subjects: 7, tinySplit: "val" }))).rejects.toBeInstanceOf(UsageError);
   });
 });
 
@@ -265,7 +275,7 @@ describe("CLI", () => {
     const d = freshDir("cli-bad");
     const bad = [
       ["--subjects", "0"], ["--subjects", "1.5"], ["--seed", "-1"], ["--world", "mars"], ["--bogus"],
-      ["--scenes-per-subject", String(maxScenesPerSubject("open") + 1)], ["--world", "tiny", "--scenes-per-subject", "21"],
+      ["--scenes-per-subject", String(maxScenesPerSubject() + 1)], ["--world", "tiny", "--scenes-per-subject", "5"], ["--world", "tiny", "--tiny-split", "nope"],
       ["--llm-url", "http://127.0.0.1:9/v1"], ["--llm-url", "ftp://host/v1", "--llm-model", "m"], ["--world", "tiny", "--llm-url", "http://127.0.0.1:9/v1", "--llm-model", "m"],
       ["--llm-url", "http://127.0.0.1:9/v1", "--llm-model", "m", "--llm-key-env", "PATCHDPO_SURELY_UNSET_VAR"],
     ];
@@ -288,6 +298,6 @@ describe("CLI", () => {
     const r = cli([...args.slice(0, -1), "10"]);
     expect(r.code).toBe(1);
     expect(r.err).toContain("--force");
-    expect(first).toBe(synthesizeTiny({ subjects: 5, scenesPerSubject: 2, seed: 9 }).map((x) => `${JSON.stringify(x)}\n`).join(""));
+    expect(first).toBe(synthesizeTiny({ subjects: 5, scenesPerSubject: 2, seed: 9, split: "all" }).map((x) => `${JSON.stringify(x)}\n`).join(""));
   });
 });

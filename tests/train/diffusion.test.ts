@@ -12,7 +12,7 @@ import { type ModelFolderSpec, writeIpAdapter, writeModelFolder } from "../../li
 import { Rng } from "../../lib/rng.ts";
 import { AdamW } from "../../lib/train/adamw.ts";
 import { DiffusionTrainer, type PairExample, saveIpAdapter } from "../../lib/train/diffusion.ts";
-import { trainBpe } from "../../lib/tinyworld/vocab.ts";
+import { trainBpe } from "../../lib/models/bpe-train.ts";
 import { ipAdapterKeyMap } from "../../lib/models/unet.ts";
 
 setDefaultTimeout(120_000);

@@ -1,10 +1,10 @@
-// The tiny world's CLIP tokenizer: byte-level BPE trained on the tiny world's own prompts, in the
+// Byte-level BPE trained on a small corpus (the tiny world's prompts, test models), in the
 // CLIP vocab.json + merges.txt format, so the same ClipTokenizer code reads it and a real SD
 // tokenizer folder alike. The vocabulary keeps all 512 CLIP base symbols (every byte, with and
 // without the end-of-word mark), so any text tokenizes without unknown pieces; merges cover the
 // tiny world's words.
 
-import { bytesToUnicode, CLIP_BOS, CLIP_EOS, cleanText } from "../models/clip-tokenizer.ts";
+import { bytesToUnicode, CLIP_BOS, CLIP_EOS, cleanText } from "./clip-tokenizer.ts";
 
 const WORD = /'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+/gu;
 

@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { ClipTokenizer, parseMergesTxt } from "../../lib/models/clip-tokenizer.ts";
-import { mergesTxt, trainBpe } from "../../lib/tinyworld/vocab.ts";
+import { mergesTxt, trainBpe } from "../../lib/models/bpe-train.ts";
 
 const corpus = ["a red striped teapot with a yellow star logo", "a red teapot on the beach", "a blue mug in the snow", "a teapot in the jungle"];
 
