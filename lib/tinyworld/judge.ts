@@ -5,41 +5,46 @@
 //
 // How it decides, in order (each step uses what the previous ones found):
 // - scene: the image border against each candidate background (white, or a flat scene rendered
-//   empty). The subject never touches the border, and flat scenes are two known flat colours, so
-//   the nearest background on the border is the scene.
-// - subject mask: pixels that differ from that background. The catalogue keeps subject colours
-//   away from the scene colours, so a plain colour distance separates them.
-// - class: each class has exactly one silhouette in the catalogue. Each class's silhouette is
-//   fitted to the mask (scale and offset, no mirror: flat scenes never mirror) and the class
-//   whose fit overlaps best (IoU) wins. The fit also gives every pixel its canonical (u, v), which
-//   the later steps need: lighting, pattern phase and detail position live in canonical units.
-// - body: on the fitted body (eroded away from edges and accent parts), each pixel divided by the
+//   empty). The subject keeps off the border and flat scenes are two known flat colours, so the
+//   background nearest on the border is the scene.
+// - subject mask: pixels unlike that background (near the horizon, unlike any sky-ground mix, so
+//   a soft horizon does not become subject). The catalogue keeps subject colours away from scene
+//   colours, so a plain colour distance separates them.
+// - class: each class has exactly one silhouette in the catalogue. Each is fitted to the mask
+//   (scale and offset; never mirrored, as flat scenes never mirror) and the class whose fit
+//   overlaps best (IoU) wins. The fit also gives every pixel its canonical (u, v), which the later
+//   steps need: lighting, pattern phase and detail position live in canonical units.
+// - body: on the fitted body, away from outlines and accent parts, each pixel divided by the
 //   renderer's light factor at its (u, v) votes for its nearest palette colour; black and white do
-//   not vote (they are the pattern / accent and detail-centre colours, never a catalogue body).
-// - pattern: each body pixel is projected on the segment between the shaded black pattern colour
-//   and the shaded body colour, giving how much pattern it shows. plain / stripes / dots (the
-//   catalogue's period and angle) are matched to that map over all phases; the best residual wins.
-//   The pattern is also checked locally: a window the size of the smallest wrong-pattern patch a
-//   corruption paints must not disagree with the fitted pattern, else `patternConsistent` is false.
-// - detail: pixels that neither the body colour nor the pattern explain (far from that segment),
-//   inside the subject and away from its outline, form blobs. The largest blob of at least a
-//   third of a detail's expected area is the detail: its kind is the best-overlapping detail shape
+//   not vote (pattern / accent and logo colours, never a catalogue body).
+// - pattern: each body pixel is projected on the segment from the shaded black pattern colour to
+//   the shaded body colour: how much pattern it shows. plain / stripes / dots (the catalogue's
+//   period and angle) are matched to that map over phases (and a percent or two of scale); the
+//   smallest residual wins. The pattern is then checked locally: a window the size of the
+//   smallest wrong-pattern patch renderCorrupted paints must not fit much worse than the body as a
+//   whole, else `patternConsistent` is false.
+// - detail: pixels that body and pattern do not explain (far from that segment; along the
+//   outline, far from every mix of body, pattern and background) form blobs. The largest blob of
+//   at least a third of a star's area is the detail: its kind is the best-overlapping detail shape
 //   (star / heart / square, searched over position), its position that shape's centre in
-//   canonical units, its colour the majority palette colour of its pixels (the square logo's
-//   white centre is part of its design, so a square's colour is its non-white colour). Any other
-//   unexplained blob that large is counted in `strayBlobs`: catalogue subjects have exactly one.
+//   canonical units, its colour the palette colour whose blends with the body and pattern (and,
+//   for a square logo, its white centre) explain most of the blob. `purity` is the share of the
+//   blob so explained: a logo's is near 1, random noise's is low. Every other blob that large is
+//   counted in `strayBlobs`: catalogue subjects have exactly one detail.
 //
-// `judgeAgainst` turns that into verdicts against the subject the image should show. A detail is
-// right when one is found with the right colour, its centre within DETAIL_SIZE canonical units
-// (one detail radius) of where it belongs, of the right kind, its pixels shaped like a detail
-// (shape IoU >= MIN_SHAPE_IOU) and with no stray unexplained blob beside it. The judge is written
-// for the catalogue (black pattern and accents, the catalogue's pattern period, one detail of size
-// DETAIL_SIZE); other subjects are outside what it reads.
+// What "right" means (`verdictOf`): identity = class and body colour; pattern = kind, and
+// consistent over the body; detail = exactly one detail blob (no strays), of the right colour and
+// kind, shaped like a detail (shape IoU >= MIN_SHAPE_IOU), pure (>= MIN_PURITY) and centred within
+// DETAIL_PLACE_TOLERANCE (one detail radius, canonical units) of where the subject has it. So a
+// missing, recoloured or moved detail is wrong, and so is one smeared by noise. The kind is part of
+// it because it is readable at the generator's 64 px (and at 48 px nearly always). The judge reads
+// the catalogue (black pattern and accents, its pattern period, one detail of DETAIL_SIZE); other
+// subjects are outside what it reads.
 
 import type { RgbImage } from "../io/images.ts";
 import { Rng } from "../rng.ts";
 import { CATALOGUE, CATALOGUE_CLASSES, CATALOGUE_DETAILS, CATALOGUE_PATTERNS, DETAIL_SIZE, FLAT_SCENES } from "./catalogue.ts";
-import { Canvas, type Shape, blue, green, red, shade } from "./raster.ts";
+import { Canvas, type Shape, blue, green, red, rgb, shade } from "./raster.ts";
 import { patternFn } from "./render.ts";
 import { COLORS, COLOR_NAMES, type ClassNoun, type ColorName, type DetailKind, type PatternKind, type Subject, detailShapes, subjectGeometry } from "./subjects.ts";
 
@@ -55,7 +60,8 @@ export interface JudgedDetail {
   pixels: number;
   /** IoU of the blob with the best-fitting detail shape of `kind`. */
   shapeIoU: number;
-  /** Fraction of the blob's pixels close to `color` (or to white, the square logo's centre). */
+  /** Share of the blob's pixels explained by `color` and its blends with the body, the pattern
+   *  and (square) the white centre. */
   purity: number;
 }
 
@@ -97,6 +103,11 @@ export interface Verdict {
 /** A pixel farther than this from the background is subject. Black accents against the night
  *  sky are the closest pair the catalogue has (about 35). */
 const BACKGROUND_DISTANCE = 24;
+/** The mask takes a pixel as subject once the subject covers a fifth or so of it (the background
+ *  threshold is far below a typical contrast), so in the class fit a template covers a pixel when
+ *  it comes within SPREAD pixels of its centre; with plain point sampling the fit comes out a few
+ *  percent too large, enough to misplace the pattern. */
+const SPREAD = 0.35;
 /** Stricter: a pixel within this of the background may be background, for finding enclosed holes. */
 const ENCLOSURE_DISTANCE = 12;
 /** A subject pixel farther than this from the black-to-body segment is not body or pattern.
@@ -106,14 +117,18 @@ const FOREIGN_DISTANCE = 50;
 const PURE_DISTANCE = 40;
 /** Minimum blob area that counts as a detail, as a fraction of the smallest detail's (the star's) area. */
 const MIN_BLOB_FRACTION = 1 / 3;
+/** A detail is in place when its centre is within this (canonical units: one detail radius) of
+ *  where it belongs, i.e. it still covers most of its own footprint. */
+export const DETAIL_PLACE_TOLERANCE = DETAIL_SIZE;
 /** A detail's blob must overlap its shape at least this well (noise blobs and smears do not). */
 export const MIN_SHAPE_IOU = 0.6;
 /** ... and its pixels must be explained by its colours and their blends (noise is not). */
 export const MIN_PURITY = 0.8;
 /** A window (radius in canonical units: the smallest wrong-pattern patch renderCorrupted paints)
- *  whose mean pattern residual exceeds LOCAL_RESIDUAL shows another pattern. */
+ *  whose mean pattern residual exceeds the body's mean residual by LOCAL_EXCESS shows another
+ *  pattern. Relative, so that an image that is merely blurred (every pixel off a little) passes. */
 const LOCAL_RADIUS = 0.12;
-const LOCAL_RESIDUAL = 0.18;
+const LOCAL_EXCESS = 0.15;
 
 /** Mirrors `light()` in render.ts: the renderer shades subject parts (not details) by it. */
 function light(u: number, v: number): number {
@@ -170,18 +185,22 @@ const REACH = 8;
 
 function reachOf(grid: Uint8Array): Uint8Array {
   const out = new Uint8Array(GRID * GRID).fill(REACH);
+  const offsets: [number, number, number][] = [];
+  for (let dj = -REACH; dj <= REACH; dj++) {
+    for (let di = -REACH; di <= REACH; di++) offsets.push([di, dj, Math.min(REACH, Math.ceil(Math.hypot(di, dj)))]);
+  }
   for (let j = 0; j < GRID; j++) {
     for (let i = 0; i < GRID; i++) {
       if (!grid[j * GRID + i]) continue;
-      for (let dj = -REACH; dj <= REACH; dj++) {
-        const jj = j + dj;
-        if (jj < 0 || jj >= GRID) continue;
-        for (let di = -REACH; di <= REACH; di++) {
-          const ii = i + di;
-          if (ii < 0 || ii >= GRID) continue;
-          const d = Math.min(REACH, Math.ceil(Math.hypot(di, dj)));
-          if (d < out[jj * GRID + ii]!) out[jj * GRID + ii] = d;
-        }
+      out[j * GRID + i] = 0;
+      // Only the outline spreads outwards.
+      const edge = i === 0 || j === 0 || i === GRID - 1 || j === GRID - 1 ||
+        !grid[j * GRID + i - 1] || !grid[j * GRID + i + 1] || !grid[(j - 1) * GRID + i] || !grid[(j + 1) * GRID + i];
+      if (!edge) continue;
+      for (const [di, dj, d] of offsets) {
+        const ii = i + di, jj = j + dj;
+        if (ii < 0 || jj < 0 || ii >= GRID || jj >= GRID) continue;
+        if (d < out[jj * GRID + ii]!) out[jj * GRID + ii] = d;
       }
     }
   }
@@ -279,6 +298,11 @@ function nearestColor(r: number, g: number, b: number): { name: ColorName; dista
   return { name: best.name, distance: Math.sqrt(bd) };
 }
 
+/** Euclidean norm of a colour difference (Math.hypot is several times slower in hot loops). */
+function norm3(a: number, b: number, c: number): number {
+  return Math.sqrt(a * a + b * b + c * c);
+}
+
 /** Distance of colour `c` from the RGB segment between packed colours `a` and `b`. */
 function segmentDistance(c: readonly [number, number, number], a: number, b: number): number {
   const ar = red(a), ag = green(a), ab = blue(a);
@@ -286,7 +310,7 @@ function segmentDistance(c: readonly [number, number, number], a: number, b: num
   const cr = c[0] - ar, cg = c[1] - ag, cb = c[2] - ab;
   const len2 = dr * dr + dg * dg + db * db;
   const t = len2 ? Math.min(1, Math.max(0, (cr * dr + cg * dg + cb * db) / len2)) : 0;
-  return Math.hypot(cr - t * dr, cg - t * dg, cb - t * db);
+  return norm3(cr - t * dr, cg - t * dg, cb - t * db);
 }
 
 /** Distance of colour `c` from the RGB triangle (all mixes) of packed colours `a`, `b`, `d`. */
@@ -298,7 +322,7 @@ function triangleDistance(c: readonly [number, number, number], a: number, b: nu
   const det = a11 * a22 - a12 * a12;
   if (det > 1e-6 * a11 * a22) {
     const sa = (b1 * a22 - b2 * a12) / det, sb = (b2 * a11 - b1 * a12) / det;
-    if (sa >= 0 && sb >= 0 && sa + sb <= 1) return Math.hypot(...w.map((x, i) => x - sa * e1[i]! - sb * e2[i]!));
+    if (sa >= 0 && sb >= 0 && sa + sb <= 1) return norm3(w[0]! - sa * e1[0]! - sb * e2[0]!, w[1]! - sa * e1[1]! - sb * e2[1]!, w[2]! - sa * e1[2]! - sb * e2[2]!);
   }
   // Outside the triangle (or a degenerate one): the nearest point is on an edge.
   return Math.min(segmentDistance(c, a, b), segmentDistance(c, a, d), segmentDistance(c, b, d));
@@ -387,7 +411,7 @@ function judgeScene(img: RgbImage): string {
     for (let p = 0; p < W * H; p++) {
       const x = p % W, y = (p / W) | 0;
       if (x !== 0 && y !== 0 && x !== W - 1 && y !== H - 1) continue;
-      const d = Math.hypot(data[3 * p]! - bg[3 * p]!, data[3 * p + 1]! - bg[3 * p + 1]!, data[3 * p + 2]! - bg[3 * p + 2]!);
+      const d = norm3(data[3 * p]! - bg[3 * p]!, data[3 * p + 1]! - bg[3 * p + 1]!, data[3 * p + 2]! - bg[3 * p + 2]!);
       // Clipped, so a subject (or an artefact) touching the border cannot outvote the rest.
       score += Math.min(d, 80);
     }
@@ -399,13 +423,33 @@ function judgeScene(img: RgbImage): string {
   return best;
 }
 
+/** Rows above and below a pixel whose backgrounds bound what its background may look like. */
+const HORIZON_SLACK = 2;
+
+/**
+ * The background colour (packed) nearest to `c` that pixel `p` may show: on the segment between
+ * the scene's background HORIZON_SLACK rows above and below. Away from the horizon that is the
+ * flat colour itself; at the horizon it is any mix of sky and ground, because a generated image's
+ * horizon is not a razor-sharp line and must not turn into subject.
+ */
+function nearestBackground(bg: Uint8Array, W: number, H: number, p: number, c: readonly [number, number, number]): number {
+  const x = p % W, y = (p / W) | 0;
+  const a = 3 * (Math.max(0, y - HORIZON_SLACK) * W + x), b = 3 * (Math.min(H - 1, y + HORIZON_SLACK) * W + x);
+  const dr = bg[b]! - bg[a]!, dg = bg[b + 1]! - bg[a + 1]!, db = bg[b + 2]! - bg[a + 2]!;
+  const len2 = dr * dr + dg * dg + db * db;
+  const t = len2 ? Math.min(1, Math.max(0, ((c[0] - bg[a]!) * dr + (c[1] - bg[a + 1]!) * dg + (c[2] - bg[a + 2]!) * db) / len2)) : 0;
+  return rgb(bg[a]! + t * dr, bg[a + 1]! + t * dg, bg[a + 2]! + t * db);
+}
+
 /** Per pixel: colour distance from the scene's empty background. */
 function backgroundDistance(img: RgbImage, scene: string): Float32Array {
   const { width: W, height: H, data } = img;
   const bg = backgroundOf(scene, W);
   const out = new Float32Array(W * H);
   for (let p = 0; p < W * H; p++) {
-    out[p] = Math.hypot(data[3 * p]! - bg[3 * p]!, data[3 * p + 1]! - bg[3 * p + 1]!, data[3 * p + 2]! - bg[3 * p + 2]!);
+    const c = [data[3 * p]!, data[3 * p + 1]!, data[3 * p + 2]!] as const;
+    const n = nearestBackground(bg, W, H, p, c);
+    out[p] = norm3(c[0] - red(n), c[1] - green(n), c[2] - blue(n));
   }
   return out;
 }
@@ -415,7 +459,7 @@ function subjectMask(dist: Float32Array, W: number, H: number): Uint8Array {
   const raw = new Uint8Array(W * H);
   for (let p = 0; p < W * H; p++) raw[p] = dist[p]! > BACKGROUND_DISTANCE ? 1 : 0;
   const { labels, sizes } = components(raw, W, H);
-  const largest = Math.max(0, ...sizes);
+  const largest = sizes.reduce((a, b) => Math.max(a, b), 0);
   const out = new Uint8Array(W * H);
   for (let p = 0; p < W * H; p++) {
     const l = labels[p]!;
@@ -423,8 +467,6 @@ function subjectMask(dist: Float32Array, W: number, H: number): Uint8Array {
   }
   return out;
 }
-
-const SPREAD = 0.35;
 
 interface Fit {
   template: ClassTemplate;
@@ -453,9 +495,6 @@ function fitClass(mask: Uint8Array, W: number, H: number): Fit | null {
   const rx0 = Math.max(0, x0 - m), rx1 = Math.min(W - 1, x1 + m), ry0 = Math.max(0, y0 - m), ry1 = Math.min(H - 1, y1 + m);
   let best: Fit | null = null;
   for (const t of classTemplates()) {
-    // The mask takes a pixel as subject once the subject covers a fifth or so of it (the
-    // background threshold is far below a typical contrast), so the template counts a pixel as
-    // covered when it reaches SPREAD pixels off its centre; otherwise the fit comes out too large.
     const iou = (s: number, ox: number, oy: number) => {
       let inter = 0, union = 0;
       const reach = Math.min(REACH - 1, (SPREAD / s) * GRID);
@@ -585,7 +624,7 @@ export function judgeImage(img: RgbImage): Judgement {
     const cr = data[3 * p]! - ar, cg = data[3 * p + 1]! - ag, cb = data[3 * p + 2]! - ab;
     const tt = Math.min(1, Math.max(0, (cr * dr + cg * dg + cb * db) / (dr * dr + dg * dg + db * db)));
     onness[p] = 1 - tt;
-    if (Math.hypot(cr - tt * dr, cg - tt * dg, cb - tt * db) > FOREIGN_DISTANCE) foreign[p] = 1;
+    if (norm3(cr - tt * dr, cg - tt * dg, cb - tt * db) > FOREIGN_DISTANCE) foreign[p] = 1;
   }
   // Along the outline (and wherever the mask and the fitted silhouette disagree) pixels may also
   // blend with the background: there any mix of body, pattern and background is explained, and
@@ -595,7 +634,7 @@ export function judgeImage(img: RgbImage): Judgement {
     if (!mask[p] || onSubject[p]) continue;
     const L = light(U(p % W), V((p / W) | 0));
     const c = [data[3 * p]!, data[3 * p + 1]!, data[3 * p + 2]!] as const;
-    const back = (bg[3 * p]! << 16) | (bg[3 * p + 1]! << 8) | bg[3 * p + 2]!;
+    const back = nearestBackground(bg, W, H, p, c);
     if (triangleDistance(c, shade(bodyRgb, L), shade(blackRgb, L), back) > FOREIGN_DISTANCE) foreign[p] = 1;
   }
 
@@ -606,7 +645,7 @@ export function judgeImage(img: RgbImage): Judgement {
     classNoun: t.classNoun,
     body,
     pattern: pat.kind,
-    patternConsistent: pat.localResidual <= LOCAL_RESIDUAL,
+    patternConsistent: pat.kind !== null && pat.localResidual - pat.residual <= LOCAL_EXCESS,
     detail,
     strayBlobs,
     fit: { iou: fit.iou, scale: s, ox, oy },
@@ -624,7 +663,7 @@ function judgePattern(
   U: (x: number) => number,
   V: (y: number) => number,
   s: number,
-): { kind: PatternKind; residual: number; localResidual: number } {
+): { kind: PatternKind | null; residual: number; localResidual: number } {
   // Body pixels not touching anything unexplained (a detail's anti-aliased rim is not pattern).
   const px: number[] = [];
   for (let y = 1; y < H - 1; y++) {
@@ -636,7 +675,8 @@ function judgePattern(
       if (clear) px.push(p);
     }
   }
-  if (px.length === 0) return { kind: "plain", residual: NaN, localResidual: NaN };
+  // No body to read (a sliver of a subject): the pattern is unknown, not plain.
+  if (px.length === 0) return { kind: null, residual: NaN, localResidual: NaN };
   const us = px.map((p) => U(p % W)), vs = px.map((p) => V((p / W) | 0));
   const obs = px.map((p) => onness[p]!);
   const P = PATTERN_PERIOD;
@@ -810,7 +850,7 @@ function judgeDetail(
     for (const { c, around } of ctx) {
       const others = [...own, ...around];
       if (own.some((a) => others.some((b) => segmentDistance(c, a, b) <= PURE_DISTANCE))) explained++;
-      if (Math.hypot(c[0] - red(COLORS[x]), c[1] - green(COLORS[x]), c[2] - blue(COLORS[x])) <= PURE_DISTANCE) near++;
+      if (norm3(c[0] - red(COLORS[x]), c[1] - green(COLORS[x]), c[2] - blue(COLORS[x])) <= PURE_DISTANCE) near++;
     }
     return { explained, score: explained + 0.5 * near };
   };
@@ -844,19 +884,23 @@ function judgeDetail(
  * "right" means for each attribute.
  */
 export function judgeAgainst(img: RgbImage, subject: Subject, expectedScene: string | null): Verdict {
-  const j = judgeImage(img);
+  return verdictOf(judgeImage(img), subject, expectedScene);
+}
+
+/** `judgeAgainst` on a judgement already made (one image read against several subjects). */
+export function verdictOf(j: Judgement, subject: Subject, expectedScene: string | null): Verdict {
   const identity = j.classNoun === subject.classNoun && j.body === subject.body;
   const pattern = j.pattern === subject.pattern.kind && j.patternConsistent;
   const want = subject.details[0];
   let detail = false;
-  if (want && j.detail && j.strayBlobs === 0) {
+  if (want && subject.details.length === 1 && j.detail && j.strayBlobs === 0) {
     const d = j.detail;
     detail =
       d.color === want.color &&
       d.kind === want.kind &&
       d.shapeIoU >= MIN_SHAPE_IOU &&
       d.purity >= MIN_PURITY &&
-      Math.hypot(d.x - want.x, d.y - want.y) <= DETAIL_SIZE;
+      Math.hypot(d.x - want.x, d.y - want.y) <= DETAIL_PLACE_TOLERANCE;
   }
   const scene = j.scene === (expectedScene ?? WHITE_SCENE);
   return { identity, pattern, detail, scene, allDetails: identity && pattern && detail, judgement: j };

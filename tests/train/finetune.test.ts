@@ -152,6 +152,15 @@ describe("finetune-encoder", () => {
     holdout: 1, holdoutViews: 1, saveEvery: 3, lr: 1e-3, ...over,
   });
 
+  test("a finetuned encoder is read at the layer it was trained for; another layer is refused", async () => {
+    const out = join(tmp, "layer13");
+    await run(tiny({ out, featureLayer: "block_13_expand_relu", steps: 2, saveEvery: 0 }));
+    const f = await loadFeaturizer(out, { batchSize: 1 });
+    const img = { width: 64, height: 64, data: new Uint8Array(64 * 64 * 3).fill(128) };
+    expect((await f.features([img])).patchShape).toEqual([576, 14, 14]);
+    await expect(loadFeaturizer(out, { featureLayer: "out_relu" })).rejects.toThrow(/finetuned for feature layer block_13_expand_relu, not out_relu/);
+  });
+
   test("resume: 3 steps + --resume to 6 gives byte-identical weights to 6 uninterrupted steps", async () => {
     const whole = await run(tiny({ out: join(tmp, "whole") }));
     expect(whole.finished).toBe(true);
@@ -269,8 +278,17 @@ describe("finetune-encoder", () => {
     // A temperature that overflows float32 logits makes every loss NaN: 5 skipped steps, then a clear stop.
     await expect(run(tiny({ out: join(tmp, "nan"), temperature: 1e-45, steps: 8 }))).rejects.toThrow(/5 steps in a row had NaN\/Inf/);
     expect(existsSync(join(tmp, "nan", "train-log.jsonl"))).toBe(false);
-    // The last blocks must feed the chosen feature map.
-    await expect(run(tiny({ featureLayer: "block_13_expand_relu" }))).rejects.toThrow(/none of the last 1 block/);
+    // The trained blocks are the last ones under the feature layer the scorer reads.
+    const mobilenet = loadGraphEncoder("default").encoder;
+    const under13 = trainableWeights(mobilenet, 2, "block_13_expand_relu");
+    const names = mobilenet.source.names();
+    expect(names.filter(under13).every((n) => /^block_1[23]_/.test(n))).toBe(true);
+    expect(names.some((n) => /^block_13_/.test(n) && under13(n))).toBe(true);
+    expect(names.some((n) => /^block_12_/.test(n) && under13(n))).toBe(true);
+    const atTop = trainableWeights(mobilenet, 1);
+    expect(names.filter(atTop).every((n) => /^(block_16_|Conv_1)/.test(n))).toBe(true);
+    expect(() => trainableWeights(mobilenet, 14, "block_13_expand_relu")).toThrow(/13 blocks up to block_13_expand_relu/);
+    expect(() => trainableWeights(mobilenet, 1, "dense_1")).toThrow(/feature-layer dense_1/);
     const cli = (args: string[]) => Bun.spawnSync(["bun", join(ROOT, "scripts/finetune-encoder.ts"), ...args], { cwd: tmp, stderr: "pipe", stdout: "pipe" });
     const empty = cli(["--images", join(tmp, "empty")]);
     expect(empty.exitCode).toBe(1);
