@@ -33,7 +33,7 @@ tinybench: setup
 
 # Remakes the committed tiny generator (checkpoints/tiny) from scratch into a new folder; resumable.
 tiny-model: setup
-	bun scripts/pretrain-tiny.ts --out data/pretrain/tiny-v2 --steps 4500 --batch 8 --lr 5e-4 --warmup 150 --scene-share 0.5 --save-every 250 --threads 2
+	bun scripts/pretrain-tiny.ts --out data/pretrain/tiny-x0 --steps 4000 --batch 8 --lr 5e-4 --warmup 150 --scene-share 0.5 --prediction sample --save-every 250 --threads 2
 
 # bench-<name>: ours (bench/<name>.ts) vs PyTorch (bench/<name>.py), appended to bench/RESULTS.md
 bench-%: setup

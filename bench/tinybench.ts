@@ -143,7 +143,7 @@ interface ArmEval { judge: JudgeSummary; sceneJudge: JudgeSummary; feature: numb
 async function evalArm(dir: string, base: string, ipAdapter: string, seed: number): Promise<ArmEval> {
   copyRun(base, dir, INPUTS);
   await personalized(dir, ipAdapter, "reference", seed);
-  const sceneDir = `${dir}-scene`;
+  const sceneDir = `${dir}-in-scenes`;
   copyRun(base, sceneDir, INPUTS);
   await personalized(sceneDir, ipAdapter, "scene", seed);
   await evaluate({ ...EVAL, run: dir, setting: "all-refs", encoderFeature: "default" });
@@ -217,7 +217,7 @@ function armTable(results: SeedResult[], pick: (r: SeedResult) => Record<string,
     return `| ${a} | ${fmt(e.map((x) => x.judge.accuracy.identity!))} | ${fmt(e.map((x) => x.judge.accuracy.pattern!))} | ${fmt(e.map((x) => x.judge.accuracy.detail!))} | ${fmt(e.map((x) => x.judge.accuracy.allDetails!))} | ${fmt(e.map((x) => x.sceneJudge.accuracy.scene!))} | ${fmt(e.map((x) => x.feature))} |`;
   });
   const chance = results.map((r) => pick(r).base!);
-  rows.push(`| *chance* (judged against a wrong subject / scene) | ${fmt(chance.map((x) => x.judge.chance.identity!))} | ${fmt(chance.map((x) => x.judge.chance.pattern!))} | ${fmt(chance.map((x) => x.judge.chance.detail!))} | ${fmt(chance.map((x) => x.judge.chance.allDetails!))} | ${fmt(chance.map((x) => x.sceneJudge.chance.scene!))} | — |`);
+  rows.push(`| *chance* (judged against random catalogue subjects / backgrounds) | ${fmt(chance.map((x) => x.judge.chance.identity!))} | ${fmt(chance.map((x) => x.judge.chance.pattern!))} | ${fmt(chance.map((x) => x.judge.chance.detail!))} | ${fmt(chance.map((x) => x.judge.chance.allDetails!))} | ${fmt(chance.map((x) => x.sceneJudge.chance.scene!))} | — |`);
   return [head, ...rows].join("\n");
 }
 
@@ -246,7 +246,7 @@ const t0 = performance.now();
 if (v.tune) {
   // Validation grid on seed 0's train pairs, scored on the val split; the test split is never looked at.
   const grid: { arm: ArmName; p: ArmParams }[] = [];
-  for (const lr of [1e-4, 3e-4, 1e-3]) {
+  for (const lr of [1e-4, 3e-4]) {
     grid.push({ arm: "mse", p: { ...DEFAULT_PARAMS.mse, lr } }, { arm: "weighted", p: { ...DEFAULT_PARAMS.weighted, lr } });
     for (const beta of [500, 5000]) grid.push({ arm: "patch-dpo", p: { ...DEFAULT_PARAMS["patch-dpo"], lr, beta } });
   }
@@ -297,8 +297,8 @@ the oracle judge (lib/tinyworld/judge.ts: pixels against the renderer's truth, n
 - Seeds: ${seeds.join(", ")} (each seed redraws the base generations, the SSL finetune, training noise and eval seeds).
 - Hyperparameters (${existsSync(v.hparams!) ? `${v.hparams}, chosen on the val split by \`bun bench/tinybench.ts --tune\`` : "defaults: no tuning file"}):
 ${ARMS.map((a) => `  - ${a}: ${JSON.stringify(params[a])}`).join("\n")}
-- Accuracies are shares of images; mean ± sd over seeds. Chance: the same base images judged against a wrong
-  subject of another class and colour (and the wrong scene), i.e. what a generator ignoring its prompts would get.
+- Accuracies are shares of images; mean ± sd over seeds. Chance: the same base images judged against
+  random catalogue subjects and backgrounds (scripts/judge.ts), i.e. what a generator ignoring its prompts would get.
 
 ## Test split (mean ± sd over ${seeds.length} seeds)
 

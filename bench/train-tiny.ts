@@ -19,14 +19,12 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { loadDiffusionModel, loadIpAdapter } from "../lib/diffusion/model.ts";
 import { writeIpAdapter, writeModelFolder } from "../lib/diffusion/model-folder.ts";
-import type { RgbImage } from "../lib/io/images.ts";
 import { Rng } from "../lib/rng.ts";
 import { AdamW, allFinite, clipGradNorm } from "../lib/train/adamw.ts";
 import { DiffusionTrainer, type PairExample } from "../lib/train/diffusion.ts";
 import { learningRate } from "../lib/train/schedule.ts";
-import { FLAT_SCENES, catalogueSplit, tinyCorpus, tinyReferencePrompt, tinyScenePrompt } from "../lib/tinyworld/catalogue.ts";
-import { type Subject, describeSubject, renderReference, renderScene } from "../lib/tinyworld/index.ts";
-import { DEFAULTS, TINY_PROJECTION, TINY_SIZE, tinySpec } from "../scripts/pretrain-tiny.ts";
+import { catalogueSplit, tinyCorpus } from "../lib/tinyworld/catalogue.ts";
+import { DEFAULTS, TINY_PROJECTION, TINY_SIZE, example, referencePool, tinySpec } from "../scripts/pretrain-tiny.ts";
 import { median, timeIt } from "./timing.ts";
 
 const { values } = parseArgs({ options: { threads: { type: "string", default: "2" }, iters: { type: "string", default: "3" }, batch: { type: "string", default: String(DEFAULTS.batch) } } });
@@ -53,26 +51,8 @@ writeFileSync(SPEC_OUT, JSON.stringify({
   size: TINY_SIZE, pairs: batch, maxLength: model.textEncoders[0]!.tokenizer.maxLength, featureShape: trainer.featureShape, params, shapes: Object.fromEntries(shapes),
 }));
 
-// ---------------------------------------------------------------- pool, as pretrain-tiny builds it
-interface Known { subject: Subject; reference: RgbImage; small: RgbImage; features: Float32Array; text: string }
-const pool: Known[] = [];
-{
-  const chunk = catalogueSplit(false).slice(0, batch);
-  const refs = chunk.map((e) => renderReference(e.subject, 224).image);
-  const f = await trainer.encodeImages([...refs, ...Array(batch - refs.length).fill(null)]);
-  const per = f.length / batch;
-  chunk.forEach((e, j) => pool.push({ subject: e.subject, reference: refs[j]!, small: renderReference(e.subject, TINY_SIZE).image, features: f.slice(j * per, (j + 1) * per), text: describeSubject(e.subject).text }));
-}
-
-/** pretrain-tiny's example(): a subject's reference, and its reference again or the subject in a flat scene. */
-function example(rng: Rng, sceneShare: number): PairExample {
-  const k = pool[rng.int(pool.length)]!;
-  const referencePrompt = tinyReferencePrompt(k.text);
-  const base = { reference: k.reference, referenceFeatures: k.features, referencePrompt };
-  if (rng.uniform() >= sceneShare) return { ...base, generated: k.small, prompt: referencePrompt };
-  const scene = FLAT_SCENES[rng.int(FLAT_SCENES.length)]!;
-  return { ...base, generated: renderScene(k.subject, scene, TINY_SIZE, new Rng(rng.nextU32())).image, prompt: tinyScenePrompt(k.text, scene) };
-}
+// ---------------------------------------------------------------- pool and pairs, as pretrain-tiny makes them
+const pool = await referencePool(trainer, batch, catalogueSplit(false).slice(0, batch));
 
 // ---------------------------------------------------------------- timed step
 const weights = new Map<string, Float32Array>([...trainer.initial].map(([k, v]) => [k, Float32Array.from(v)]));
@@ -86,7 +66,7 @@ let rng = new Rng(0);
 function nextBatch() {
   const t0 = performance.now();
   rng = new Rng((seed * 1_000_003 + step) >>> 0);
-  pairs = Array.from({ length: batch }, () => example(rng, DEFAULTS.sceneShare));
+  pairs = Array.from({ length: batch }, () => example(rng, pool, DEFAULTS.sceneShare));
   parts.batch.push((performance.now() - t0) / 1000);
 }
 async function trainStep() {

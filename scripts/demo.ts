@@ -146,7 +146,7 @@ export async function run(opts: Partial<DemoOptions> & { run: string }) {
   const sa = (await Bun.file(join(after, "eval", "summary.json")).json()) as { metrics: Record<string, number> };
 
   const row = (k: string, b: JudgeSummary, a: JudgeSummary) => `    ${k.padEnd(10)} ${b.accuracy[k]!.toFixed(3)} -> ${a.accuracy[k]!.toFixed(3)}   (chance ${b.chance[k]!.toFixed(3)})`;
-  console.log(`\njudge, before -> after ${o.dpoEpochs} short PatchDPO epochs (${judgedBefore.images} images; chance = the same images judged against a wrong subject):`);
+  console.log(`\njudge, before -> after ${o.dpoEpochs} short PatchDPO epochs (${judgedBefore.images} images; chance = the same images judged against random catalogue subjects and backgrounds):`);
   for (const k of ["identity", "pattern", "detail", "allDetails"]) console.log(row(k, judgedBefore, judgedAfter));
   console.log(`feature score vs the references: ${sb.metrics.feature?.toFixed(4)} -> ${sa.metrics.feature?.toFixed(4)}`);
   console.log(`scorer check (ROC AUC of low q_gen for wrong patches): raw ${rawCheck.auc.toFixed(3)}, finetuned ${sslCheck.auc.toFixed(3)}; chance 0.500`);

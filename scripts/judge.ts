@@ -7,8 +7,9 @@
 //
 // Per image: identity (class and body colour), pattern, detail (present, right colour, kind and
 // place), scene, and all of the first three. Chance for each is measured, not assumed: the same
-// images judged against a wrong subject (the next subject of another class in the run, and the
-// next scene), which is what a generator that ignored its image prompt would score.
+// images judged against subjects drawn uniformly from the catalogue (CHANCE_DRAWS per image,
+// seeded by its id) and against every background (white and the flat scenes): what a generator
+// that ignored its prompts and drew a random catalogue subject in a random scene would score.
 //
 // Patch scores (optional): how well low q_gen finds the patches that really are wrong. On the
 // authors' pairs (a generation on white from its reference's own prompt) the truth is the reference
@@ -24,14 +25,14 @@ import { parseFlags } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { type RgbImage, loadImage } from "../lib/io/images.ts";
 import { readJsonlAll, writeJsonl } from "../lib/io/manifest.ts";
-import { runPaths } from "../lib/io/rundir.ts";
+import { runPaths, stableHash } from "../lib/io/rundir.ts";
 import { recordStep } from "../lib/io/runlog.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
 import { GenerationRow, PatchScoreRow } from "../lib/io/schemas.ts";
-import { catalogueEntry, FLAT_SCENES, flatSceneForPrompt } from "../lib/tinyworld/catalogue.ts";
-import { judgeAgainst } from "../lib/tinyworld/judge.ts";
+import { Rng } from "../lib/rng.ts";
+import { CATALOGUE, catalogueEntry, FLAT_SCENES, flatSceneForPrompt } from "../lib/tinyworld/catalogue.ts";
+import { WHITE_SCENE, judgeAgainst, judgeImage } from "../lib/tinyworld/judge.ts";
 import { renderReference } from "../lib/tinyworld/render.ts";
-import type { Subject } from "../lib/tinyworld/subjects.ts";
 
 export interface JudgeOptions {
   run: string;
@@ -42,6 +43,9 @@ export interface JudgeOptions {
 export const VERDICTS = ["identity", "pattern", "detail", "scene", "allDetails"] as const;
 type Verdicts = Record<(typeof VERDICTS)[number], boolean>;
 
+/** Catalogue subjects each image is judged against for the chance level. */
+export const CHANCE_DRAWS = 8;
+
 /** Colour distance (8-bit RGB) beyond which a generated pixel disagrees with the truth. */
 export const WRONG_DISTANCE = 60;
 /** Share of a patch's pixels that must disagree for the patch to be wrong. */
@@ -51,7 +55,7 @@ export interface JudgeSummary {
   images: number;
   /** Share of images with each verdict true. */
   accuracy: Record<string, number>;
-  /** The same images judged against a wrong subject and scene: what ignoring the prompt scores. */
+  /** The same images judged against random catalogue subjects and backgrounds: what ignoring the prompts scores. */
   chance: Record<string, number>;
   /** Per catalogue split of the subjects judged. */
   bySplit: Record<string, { images: number; accuracy: Record<string, number> }>;
@@ -59,10 +63,11 @@ export interface JudgeSummary {
   patchAuc?: { auc: number; patches: number; wrong: number; images: number; encoder: string };
 }
 
-const mean = (xs: boolean[]) => (xs.length ? xs.filter(Boolean).length / xs.length : 0);
+const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
 
-function accuracies(rows: Verdicts[]): Record<string, number> {
-  return Object.fromEntries(VERDICTS.map((k) => [k, mean(rows.map((r) => r[k]))]));
+/** Share of rows with each verdict true (a row may hold fractions: the chance rows are averages). */
+function accuracies(rows: Record<(typeof VERDICTS)[number], boolean | number>[]): Record<string, number> {
+  return Object.fromEntries(VERDICTS.map((k) => [k, mean(rows.map((r) => Number(r[k])))]));
 }
 
 /** ROC AUC of `score` for `label` (ties count one half): the Mann-Whitney U over all pairs. */
@@ -97,10 +102,17 @@ export function wrongPatches(img: RgbImage, truth: { image: RgbImage; mask: Uint
   return { wrong: Array.from(wrong, (v, i) => v / count[i]! >= WRONG_SHARE), onSubject: Array.from(subject, (v, i) => v / count[i]! >= 0.25) };
 }
 
-/** The subject to judge a row against when the prompt is ignored: the next one of another class. */
-function wrongSubject(subjects: Subject[], s: Subject): Subject {
-  const others = subjects.filter((o) => o.classNoun !== s.classNoun && o.body !== s.body);
-  return others.length ? others[(others.findIndex((o) => o.id > s.id) + others.length) % others.length]! : s;
+/** Expected verdicts of an image against a random catalogue subject and a random background. */
+function chanceOf(img: RgbImage, id: string): Record<(typeof VERDICTS)[number], number> {
+  const rng = new Rng(stableHash(`chance:${id}`));
+  const out = { identity: 0, pattern: 0, detail: 0, scene: 0, allDetails: 0 };
+  for (let d = 0; d < CHANCE_DRAWS; d++) {
+    const v = judgeAgainst(img, CATALOGUE[rng.int(CATALOGUE.length)]!.subject, null);
+    for (const k of ["identity", "pattern", "detail", "allDetails"] as const) out[k] += Number(v[k]) / CHANCE_DRAWS;
+  }
+  const j = judgeImage(img);
+  out.scene = [WHITE_SCENE, ...FLAT_SCENES.map((s) => s.name)].filter((b) => b === j.scene).length / (FLAT_SCENES.length + 1);
+  return out;
 }
 
 export async function run(o: JudgeOptions): Promise<JudgeSummary> {
@@ -113,9 +125,8 @@ export async function run(o: JudgeOptions): Promise<JudgeSummary> {
     if (!e) throw new UserError(`${paths.generations}:${i + 1}: subject "${g.subjectId}" is not a tiny-world catalogue subject; the judge reads only tiny-world runs`);
     return e;
   });
-  const distinct = [...new Map(subjects.map((e) => [e.subject.id, e.subject])).values()];
   const rows: (Verdicts & { id: string; subjectId: string; split: string; expectedScene: string; judged: unknown })[] = [];
-  const chanceRows: Verdicts[] = [];
+  const chanceRows: Record<(typeof VERDICTS)[number], number>[] = [];
   const images = new Map<string, RgbImage>();
   for (const [i, g] of gens.entries()) {
     const img = await loadImage(paths.resolve(g.image));
@@ -124,9 +135,7 @@ export async function run(o: JudgeOptions): Promise<JudgeSummary> {
     const v = judgeAgainst(img, subjects[i]!.subject, scene?.name ?? null);
     const { judgement, ...verdicts } = v;
     rows.push({ id: g.id, subjectId: g.subjectId, split: subjects[i]!.split, expectedScene: scene?.name ?? "white", ...verdicts, judged: judgement });
-    const otherScene = FLAT_SCENES[(FLAT_SCENES.findIndex((s) => s === scene) + 1) % FLAT_SCENES.length]!;
-    const { judgement: _j, ...chance } = judgeAgainst(img, wrongSubject(distinct, subjects[i]!.subject), otherScene.name);
-    chanceRows.push(chance);
+    chanceRows.push(chanceOf(img, g.id));
   }
   const bySplit: JudgeSummary["bySplit"] = {};
   for (const split of new Set(rows.map((r) => r.split))) {
