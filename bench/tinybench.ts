@@ -56,7 +56,9 @@ const ipBase = join(model, "ip-adapter.safetensors");
 const quick = v.quick!;
 /** Pairs per reference, generations per eval prompt, sampling settings. */
 const K = 2;
-const SAMPLING = { steps: quick ? 8 : 20, guidance: 3 };
+// No classifier-free guidance: the tiny x0-prediction model samples best at 1 (at 1.5 and 2 its extrapolated
+// x0 saturates and inverts white backgrounds; judge identity 4/16 at 1, 1/16 at 1.5 on a 1,500-step checkpoint).
+const SAMPLING = { steps: quick ? 8 : 20, guidance: 1 };
 
 export interface ArmParams { objective: "mse" | "weighted" | "patch-dpo"; lr: number; beta: number; lambda: number; steps: number }
 type ArmName = "mse" | "weighted" | "patch-dpo" | "patch-dpo-scene";

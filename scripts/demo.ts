@@ -52,7 +52,7 @@ export interface DemoOptions {
 }
 
 export const DEFAULTS: Omit<DemoOptions, "run"> = {
-  model: "checkpoints/tiny", subjects: 6, perReference: 2, steps: 20, guidance: 3, sslSteps: 80, dpoEpochs: 3, seed: 0, force: false,
+  model: "checkpoints/tiny", subjects: 6, perReference: 2, steps: 20, guidance: 1, sslSteps: 80, dpoEpochs: 3, seed: 0, force: false,
 };
 
 /** The tiny generator's image size (pixel-unshuffle VAE, factor 4: 16x16 latents). */
