@@ -65,10 +65,10 @@ type ArmName = "mse" | "weighted" | "patch-dpo" | "patch-dpo-scene";
 const ARMS: ArmName[] = ["mse", "weighted", "patch-dpo", "patch-dpo-scene"];
 
 const DEFAULT_PARAMS: Record<ArmName, ArmParams> = {
-  mse: { objective: "mse", lr: 1e-4, beta: 0, lambda: 0, steps: 240 },
-  weighted: { objective: "weighted", lr: 1e-4, beta: 0, lambda: 0, steps: 240 },
-  "patch-dpo": { objective: "patch-dpo", lr: 1e-4, beta: 500, lambda: 1, steps: 240 },
-  "patch-dpo-scene": { objective: "patch-dpo", lr: 1e-4, beta: 500, lambda: 1, steps: 240 },
+  mse: { objective: "mse", lr: 3e-5, beta: 0, lambda: 0, steps: 200 },
+  weighted: { objective: "weighted", lr: 3e-5, beta: 0, lambda: 0, steps: 200 },
+  "patch-dpo": { objective: "patch-dpo", lr: 3e-5, beta: 500, lambda: 1, steps: 200 },
+  "patch-dpo-scene": { objective: "patch-dpo", lr: 3e-5, beta: 500, lambda: 1, steps: 200 },
 };
 
 function loadParams(): Record<ArmName, ArmParams> {
@@ -140,6 +140,13 @@ async function train(run: string, p: ArmParams, seed: number): Promise<string> {
 }
 
 interface ArmEval { judge: JudgeSummary; sceneJudge: JudgeSummary; feature: number }
+
+/**
+ * What tuning maximizes on the val split: detail and all-details accuracy, on white (the reference
+ * prompt) and in scenes (scene prompts) alike. On white the generator reconstructs pretrained
+ * subjects almost perfectly, so most of the room is in scenes.
+ */
+const selectionScore = (e: ArmEval) => (e.judge.accuracy.detail! + e.judge.accuracy.allDetails! + e.sceneJudge.accuracy.detail! + e.sceneJudge.accuracy.allDetails!) / 4;
 
 /** Generations of an eval split with an IP-Adapter (the reference prompt, and the scene prompts), judged. */
 async function evalArm(dir: string, base: string, ipAdapter: string, seed: number): Promise<ArmEval> {
@@ -213,13 +220,19 @@ const fmt = (xs: number[]) => {
 };
 
 function armTable(results: SeedResult[], pick: (r: SeedResult) => Record<string, ArmEval>, arms: string[]): string {
-  const head = "| arm | identity | pattern | detail | all details | scene (toy CLIP-T) | feature score |\n|---|---|---|---|---|---|---|";
+  const head = [
+    "| arm | on white: identity | detail | all details | in scenes: identity | detail | all details | scene (toy CLIP-T) | feature score (white) |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ].join("\n");
+  const cols = (e: ArmEval[], of: "accuracy" | "chance") => [
+    ...(["identity", "detail", "allDetails"] as const).map((k) => fmt(e.map((x) => x.judge[of][k]!))),
+    ...(["identity", "detail", "allDetails", "scene"] as const).map((k) => fmt(e.map((x) => x.sceneJudge[of][k]!))),
+  ];
   const rows = arms.map((a) => {
     const e = results.map((r) => pick(r)[a]!);
-    return `| ${a} | ${fmt(e.map((x) => x.judge.accuracy.identity!))} | ${fmt(e.map((x) => x.judge.accuracy.pattern!))} | ${fmt(e.map((x) => x.judge.accuracy.detail!))} | ${fmt(e.map((x) => x.judge.accuracy.allDetails!))} | ${fmt(e.map((x) => x.sceneJudge.accuracy.scene!))} | ${fmt(e.map((x) => x.feature))} |`;
+    return `| ${a} | ${cols(e, "accuracy").join(" | ")} | ${fmt(e.map((x) => x.feature))} |`;
   });
-  const chance = results.map((r) => pick(r).base!);
-  rows.push(`| *chance* (judged against random catalogue subjects / backgrounds) | ${fmt(chance.map((x) => x.judge.chance.identity!))} | ${fmt(chance.map((x) => x.judge.chance.pattern!))} | ${fmt(chance.map((x) => x.judge.chance.detail!))} | ${fmt(chance.map((x) => x.judge.chance.allDetails!))} | ${fmt(chance.map((x) => x.sceneJudge.chance.scene!))} | — |`);
+  rows.push(`| *chance* (judged against random catalogue subjects / backgrounds) | ${cols(results.map((r) => pick(r).base!), "chance").join(" | ")} | — |`);
   return [head, ...rows].join("\n");
 }
 
@@ -248,7 +261,7 @@ const t0 = performance.now();
 if (v.tune) {
   // Validation grid on seed 0's train pairs, scored on the val split; the test split is never looked at.
   const grid: { arm: ArmName; p: ArmParams }[] = [];
-  for (const lr of [1e-4, 3e-4]) {
+  for (const lr of [1e-5, 1e-4]) {
     grid.push({ arm: "mse", p: { ...DEFAULT_PARAMS.mse, lr } }, { arm: "weighted", p: { ...DEFAULT_PARAMS.weighted, lr } });
     for (const beta of [500, 5000]) grid.push({ arm: "patch-dpo", p: { ...DEFAULT_PARAMS["patch-dpo"], lr, beta } });
   }
@@ -261,20 +274,20 @@ if (v.tune) {
   const valBase = join(dir, "eval-val");
   await promptsRun(valBase, "val", subjectsOf("val").length, 500);
   const base = await evalArm(join(dir, "val-base"), valBase, ipBase, 500);
-  const lines = [`base: detail ${base.judge.accuracy.detail!.toFixed(3)}, all ${base.judge.accuracy.allDetails!.toFixed(3)}`];
+  const lines = [`base: on white detail ${base.judge.accuracy.detail!.toFixed(3)}, all ${base.judge.accuracy.allDetails!.toFixed(3)}; in scenes detail ${base.sceneJudge.accuracy.detail!.toFixed(3)}, all ${base.sceneJudge.accuracy.allDetails!.toFixed(3)}; score ${selectionScore(base).toFixed(3)}`];
   const best: Partial<Record<ArmName, { p: ArmParams; score: number }>> = {};
   for (const { arm, p } of grid) {
     const tag = `${arm}-lr${p.lr}-b${p.beta}`;
     const run = join(dir, `arm-${tag}`);
     copyRun(trainRun, run, PAIRS);
     const e = await evalArm(join(dir, `val-${tag}`), valBase, await train(run, p, 0), 500);
-    const s = e.judge.accuracy.allDetails! + e.judge.accuracy.detail!;
-    lines.push(`${tag}: detail ${e.judge.accuracy.detail!.toFixed(3)}, all ${e.judge.accuracy.allDetails!.toFixed(3)}, identity ${e.judge.accuracy.identity!.toFixed(3)}`);
+    const s = selectionScore(e);
+    lines.push(`${tag}: on white detail ${e.judge.accuracy.detail!.toFixed(3)}, all ${e.judge.accuracy.allDetails!.toFixed(3)}; in scenes detail ${e.sceneJudge.accuracy.detail!.toFixed(3)}, all ${e.sceneJudge.accuracy.allDetails!.toFixed(3)}, identity ${e.sceneJudge.accuracy.identity!.toFixed(3)}; score ${s.toFixed(3)}`);
     console.log(lines[lines.length - 1]);
     if (!best[arm] || s > best[arm]!.score) best[arm] = { p, score: s };
   }
   const arms = Object.fromEntries(Object.entries(best).map(([a, b]) => [a, b!.p]));
-  writeFileSync(v.hparams!, `${JSON.stringify({ chosenBy: "val split, seed 0: detail + all-details accuracy of the judge", command: "bun bench/tinybench.ts --tune", grid: lines, arms }, null, 2)}\n`);
+  writeFileSync(v.hparams!, `${JSON.stringify({ chosenBy: "val split, seed 0: mean of detail and all-details accuracy of the judge, on white and in scenes", command: "bun bench/tinybench.ts --tune", grid: lines, arms }, null, 2)}\n`);
   console.log(`wrote ${v.hparams} (${((performance.now() - t0) / 60000).toFixed(1)} min)`);
 } else {
   const params = loadParams();

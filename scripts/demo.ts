@@ -23,6 +23,9 @@ import { writeJsonAtomic } from "../lib/io/atomic.ts";
 import { parseFlags } from "../lib/io/cli.ts";
 import { runMain, UserError } from "../lib/io/errors.ts";
 import { writePng } from "../lib/io/images.ts";
+import { readJsonlAll } from "../lib/io/manifest.ts";
+import { runPaths } from "../lib/io/rundir.ts";
+import { ReferenceRow } from "../lib/io/schemas.ts";
 import { Rng } from "../lib/rng.ts";
 import { FLAT_SCENES, subjectsOf } from "../lib/tinyworld/catalogue.ts";
 import { renderReference, renderScene } from "../lib/tinyworld/render.ts";
@@ -144,11 +147,21 @@ export async function run(opts: Partial<DemoOptions> & { run: string }) {
   const rep = await report({ run: after, compare: before, trainLogs: [join(before, "train"), encoder], title: "patchdpo demo: tiny world, before vs after PatchDPO" });
   const sb = (await Bun.file(join(before, "eval", "summary.json")).json()) as { metrics: Record<string, number> };
   const sa = (await Bun.file(join(after, "eval", "summary.json")).json()) as { metrics: Record<string, number> };
+  // The feature score's baseline: the same generations against another subject's reference (each
+  // subject's folder holds the next subject's reference), what a generator ignoring its image prompt gets.
+  const shuffled = join(before, "eval-baseline-real");
+  const refs = await readJsonlAll(runPaths(before).references, ReferenceRow);
+  refs.forEach((r, i) => {
+    mkdirSync(join(shuffled, r.subjectId), { recursive: true });
+    cpSync(join(before, refs[(i + 1) % refs.length]!.image), join(shuffled, r.subjectId, "reference.png"));
+  });
+  await evaluate({ ...ev, run: before, real: shuffled, out: join(before, "eval-baseline") });
+  const sx = (await Bun.file(join(before, "eval-baseline", "summary.json")).json()) as { metrics: Record<string, number> };
 
   const row = (k: string, b: JudgeSummary, a: JudgeSummary) => `    ${k.padEnd(10)} ${b.accuracy[k]!.toFixed(3)} -> ${a.accuracy[k]!.toFixed(3)}   (chance ${b.chance[k]!.toFixed(3)})`;
   console.log(`\njudge, before -> after ${o.dpoEpochs} short PatchDPO epochs (${judgedBefore.images} images; chance = the same images judged against random catalogue subjects and backgrounds):`);
   for (const k of ["identity", "pattern", "detail", "allDetails"]) console.log(row(k, judgedBefore, judgedAfter));
-  console.log(`feature score vs the references: ${sb.metrics.feature?.toFixed(4)} -> ${sa.metrics.feature?.toFixed(4)}`);
+  console.log(`feature score vs the references: ${sb.metrics.feature?.toFixed(4)} -> ${sa.metrics.feature?.toFixed(4)}   (baseline ${sx.metrics.feature?.toFixed(4)}: the same images against another subject's reference)`);
   console.log(`scorer check (ROC AUC of low q_gen for wrong patches): raw ${rawCheck.auc.toFixed(3)}, finetuned ${sslCheck.auc.toFixed(3)}; chance 0.500`);
   console.log(`a demo this short shows the chain working, not the method's effect: that is TinyBench (make tinybench, bench/TINYBENCH.md)`);
   console.log(`report: ${rep.path}\nheatmaps: ${join(before, "heatmaps")}/`);
@@ -156,7 +169,7 @@ export async function run(opts: Partial<DemoOptions> & { run: string }) {
     judge: { before: judgedBefore, after: judgedAfter },
     scorerCheck: { raw: rawCheck, finetuned: sslCheck },
     sslAccuracy: { before: ft.accuracyBefore, after: ft.accuracyAfter },
-    feature: { before: sb.metrics.feature, after: sa.metrics.feature },
+    feature: { before: sb.metrics.feature, after: sa.metrics.feature, baseline: sx.metrics.feature },
     dpo: dpo.out,
     report: rep.path,
   };
