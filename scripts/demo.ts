@@ -128,7 +128,8 @@ export async function run(opts: Partial<DemoOptions> & { run: string }) {
   for (let epoch = 1; epoch <= o.dpoEpochs; epoch++) {
     const r = await dpoEpoch({
       ...DPO_DEFAULTS, run: before, model: o.model, ipAdapter: ip, imageEncoder: "mobilenet_v2", objective: "patch-dpo", size: TINY,
-      epoch, batch: 2, lr: 1e-4, beta: 500, saveEvery: 0, seed: o.seed, resume: true, force: false, // a rerun skips finished epochs
+      // TinyBench's tuned patch-dpo setting (bench/tinybench-hparams.json).
+      epoch, batch: 2, lr: 1e-5, beta: 500, saveEvery: 0, seed: o.seed, resume: true, force: false, // a rerun skips finished epochs
     });
     dpo = { out: r.out, endStep: r.endStep };
   }
