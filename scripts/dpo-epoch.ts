@@ -27,6 +27,7 @@
 // same bytes as an uninterrupted run (each step's noise, timesteps and dropout come from an Rng
 // seeded by (seed, epoch, step); the order from (seed, epoch)).
 
+import { clearSessionCache } from "../lib/graph/index.ts";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -492,6 +493,10 @@ export async function run(o: DpoEpochOptions): Promise<DpoEpochResult> {
       firstLoss: epochLog[0]?.loss ?? firstLoss ?? null, lastLoss: lastLoss ?? epochLog.at(-1)?.loss ?? null,
     });
   }
+  // This epoch's sessions are keyed to its start weights, which the next epoch replaces: release them,
+  // or a process that runs many epochs (a notebook, TinyBench) keeps every one with its memory arena
+  // (23 GB after ~60 tiny-world epochs, then the OOM killer).
+  await clearSessionCache();
   return { ...baseResult, finished, alreadyDone: false, endStep, stepsRun: done, skipped, secondsPerStep: done ? seconds / done : 0, firstLoss, lastLoss, trainable };
 }
 
