@@ -31,7 +31,7 @@ import { openSafetensors } from "../lib/io/safetensors.ts";
 import { GenerationRow, PatchScoreRow } from "../lib/io/schemas.ts";
 import { Rng } from "../lib/rng.ts";
 import { CATALOGUE, catalogueEntry, FLAT_SCENES, flatSceneForPrompt } from "../lib/tinyworld/catalogue.ts";
-import { WHITE_SCENE, judgeAgainst, judgeImage } from "../lib/tinyworld/judge.ts";
+import { type Judgement, WHITE_SCENE, judgeAgainst, verdictOf } from "../lib/tinyworld/judge.ts";
 import { renderReference } from "../lib/tinyworld/render.ts";
 
 export interface JudgeOptions {
@@ -103,15 +103,14 @@ export function wrongPatches(img: RgbImage, truth: { image: RgbImage; mask: Uint
 }
 
 /** Expected verdicts of an image against a random catalogue subject and a random background. */
-function chanceOf(img: RgbImage, id: string): Record<(typeof VERDICTS)[number], number> {
+function chanceOf(judgement: Judgement, id: string): Record<(typeof VERDICTS)[number], number> {
   const rng = new Rng(stableHash(`chance:${id}`));
   const out = { identity: 0, pattern: 0, detail: 0, scene: 0, allDetails: 0 };
   for (let d = 0; d < CHANCE_DRAWS; d++) {
-    const v = judgeAgainst(img, CATALOGUE[rng.int(CATALOGUE.length)]!.subject, null);
+    const v = verdictOf(judgement, CATALOGUE[rng.int(CATALOGUE.length)]!.subject, null); // the image is read once
     for (const k of ["identity", "pattern", "detail", "allDetails"] as const) out[k] += Number(v[k]) / CHANCE_DRAWS;
   }
-  const j = judgeImage(img);
-  out.scene = [WHITE_SCENE, ...FLAT_SCENES.map((s) => s.name)].filter((b) => b === j.scene).length / (FLAT_SCENES.length + 1);
+  out.scene = [WHITE_SCENE, ...FLAT_SCENES.map((s) => s.name)].filter((b) => b === judgement.scene).length / (FLAT_SCENES.length + 1);
   return out;
 }
 
@@ -135,7 +134,7 @@ export async function run(o: JudgeOptions): Promise<JudgeSummary> {
     const v = judgeAgainst(img, subjects[i]!.subject, scene?.name ?? null);
     const { judgement, ...verdicts } = v;
     rows.push({ id: g.id, subjectId: g.subjectId, split: subjects[i]!.split, expectedScene: scene?.name ?? "white", ...verdicts, judged: judgement });
-    chanceRows.push(chanceOf(img, g.id));
+    chanceRows.push(chanceOf(judgement, g.id));
   }
   const bySplit: JudgeSummary["bySplit"] = {};
   for (const split of new Set(rows.map((r) => r.split))) {
