@@ -3,12 +3,13 @@
 // the same graph twice (every step of a training loop, every batch of a scoring run) compiles once.
 
 import { createHash } from "node:crypto";
-import { copyFileSync, existsSync, linkSync, mkdirSync, rmSync, statSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
 import * as ort from "onnxruntime-node";
-import { encodeModel } from "../onnx/index.ts";
+import { AttributeType, type ModelProto, type NodeProto, type ValueInfoProto, encodeModel } from "../onnx/index.ts";
 import type { DType, Tensor } from "./graph.ts";
 import { type Lowered, lower } from "./lower.ts";
+import { onnxTypeCode } from "./ops.ts";
 import { fmt, product } from "./shape.ts";
 
 export type Device = "cpu" | "cuda" | "webgpu";
@@ -29,9 +30,59 @@ export interface CompileOptions {
 export type HostArray = Float32Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array;
 export type Feeds = Record<string, HostArray>;
 
+// bfloat16 crosses the session boundary as float32 (see bridgeBfloat16).
 const ORT_TYPE: Record<DType, ort.Tensor.Type> = {
-  float32: "float32", float16: "float16", bfloat16: "float16", int64: "int64", int32: "int32", bool: "bool", uint8: "uint8",
+  float32: "float32", float16: "float16", bfloat16: "float32", int64: "int64", int32: "int32", bool: "bool", uint8: "uint8",
 };
+
+/**
+ * bfloat16 at the session's edge. onnxruntime-node cannot hold a bfloat16 tensor on the JS side:
+ * onnxruntime-common 1.30 has no 'bfloat16' tensor type, and the binding refuses to create a
+ * session whose inputs or outputs are bfloat16 ("Unsupported data type: 16"). Feeding the bits as
+ * float16 would read them as other numbers (bf16 1.5 = 0x3fc0 is float16 1.9375). So the session's
+ * inputs and outputs carry float32, which holds every bfloat16 value exactly, and Cast nodes
+ * convert inside the graph. On the host, bfloat16 stays what safetensors stores: a Uint16Array of
+ * bf16 bits, widened before a run and narrowed after it, both exactly.
+ */
+const BF16_IN = (name: string) => `${name}::bfloat16`;
+const BF16_OUT = (name: string) => `${name}::float32`;
+const isBf16 = (v: ValueInfoProto) => v.type?.tensorType?.elemType === onnxTypeCode("bfloat16");
+
+function bridgeBfloat16(model: ModelProto): ModelProto {
+  const g = model.graph;
+  const ins = g.input.filter(isBf16);
+  const outs = g.output.filter(isBf16);
+  if (!ins.length && !outs.length) return model;
+  const rename = new Map(ins.map((v) => [v.name, BF16_IN(v.name)]));
+  const cast = (to: DType, from: string, out: string): NodeProto => ({ opType: "Cast", input: [from], output: [out], attribute: [{ name: "to", type: AttributeType.INT, i: onnxTypeCode(to) }] });
+  const asFloat32 = (v: ValueInfoProto, name = v.name): ValueInfoProto => ({ ...v, name, type: { tensorType: { ...v.type!.tensorType!, elemType: onnxTypeCode("float32") as never } } });
+  const node = [
+    ...ins.map((v) => cast("bfloat16", v.name, rename.get(v.name)!)),
+    ...g.node.map((n) => ({ ...n, input: n.input.map((x) => rename.get(x) ?? x) })),
+    ...outs.map((v) => cast("float32", rename.get(v.name) ?? v.name, BF16_OUT(v.name))),
+  ];
+  return {
+    ...model,
+    graph: {
+      ...g, node,
+      input: g.input.map((v) => (isBf16(v) ? asFloat32(v) : v)),
+      output: g.output.map((v) => (isBf16(v) ? asFloat32(v, BF16_OUT(v.name)) : v)),
+    },
+  };
+}
+
+/** bf16 bits -> float32 values (exact: a bf16 is the top half of a float32). */
+function widenBf16(bits: Uint16Array): Float32Array {
+  const u = new Uint32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) u[i] = bits[i]! << 16;
+  return new Float32Array(u.buffer);
+}
+
+/** float32 values that came out of a bfloat16 Cast -> their bf16 bits (exact: the low half is zero). */
+function narrowToBf16(x: Float32Array): Uint16Array {
+  const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
+  return Uint16Array.from(u, (v) => v >>> 16);
+}
 
 export class Compiled {
   constructor(
@@ -52,13 +103,18 @@ export class Compiled {
       const v = feeds[t.name];
       if (!v) throw new Error(`run: missing feed "${t.name}" ${fmt(t.shape)} (inputs: ${this.lowered.inputs.map((i) => i.name).join(", ")})`);
       if (v.length !== product(t.shape)) throw new Error(`run: feed "${t.name}" has ${v.length} values, the graph wants ${fmt(t.shape)} = ${product(t.shape)}`);
-      ortFeeds[t.name] = new ort.Tensor(ORT_TYPE[t.dtype], v as never, [...t.shape]);
+      if (t.dtype === "bfloat16" && !(v instanceof Uint16Array)) {
+        throw new Error(`run: feed "${t.name}" is bfloat16: pass its bits as a Uint16Array (f32ToBf16Bits in lib/io/safetensors.ts rounds float32 values), got a ${v.constructor.name}`);
+      }
+      ortFeeds[t.name] = new ort.Tensor(ORT_TYPE[t.dtype], (t.dtype === "bfloat16" ? widenBf16(v as Uint16Array) : v) as never, [...t.shape]);
     }
     const known = new Set(this.lowered.inputs.map((t) => t.name));
     for (const k of Object.keys(feeds)) if (!known.has(k)) throw new Error(`run: "${k}" is not an input of this graph (inputs: ${[...known].join(", ")})`);
     const res = await this.session.run(ortFeeds);
     const out: Record<string, HostArray> = {};
-    for (const name of this.lowered.outputs.keys()) out[name] = res[name]!.data as HostArray;
+    for (const [name, t] of this.lowered.outputs) {
+      out[name] = t.dtype === "bfloat16" ? narrowToBf16(res[BF16_OUT(name)]!.data as Float32Array) : (res[name]!.data as HostArray);
+    }
     return out;
   }
 }
@@ -99,10 +155,21 @@ function linkWeights(links: Map<string, string>, cacheDir: string): string {
   return dir;
 }
 
+/** Session options shared by compiled graphs and ONNX files: device, threads, optimization, arena. */
+function ortOptions(device: Device, threads: number, optimization: NonNullable<CompileOptions["optimization"]>, memArena: boolean): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: providers(device) as never,
+    graphOptimizationLevel: optimization,
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    enableCpuMemArena: memArena,
+  };
+}
+
 /** Lowers the graph for `outputs`, creates (or reuses) an ONNX Runtime session. */
 export async function compile(outputs: Record<string, Tensor>, opts: CompileOptions = {}): Promise<Compiled> {
   const lowered = lower(outputs);
-  const bytes = encodeModel(lowered.model);
+  const bytes = encodeModel(bridgeBfloat16(lowered.model));
   const device = opts.device ?? "cpu";
   const threads = opts.threads ?? 0;
   const optimization = opts.optimization ?? "all";
@@ -117,18 +184,12 @@ export async function compile(outputs: Record<string, Tensor>, opts: CompileOpti
   if (!p) {
     p = (async () => {
       const folder = lowered.external.folder ?? (lowered.external.links.size ? linkWeights(lowered.external.links, opts.cacheDir ?? ".cache/weights") : undefined);
-      const sessionOptions: ort.InferenceSession.SessionOptions = {
-        executionProviders: providers(device) as never,
-        graphOptimizationLevel: optimization,
-        intraOpNumThreads: threads,
-        interOpNumThreads: 1,
-        // Training graphs: ORT's arena keeps its high-water mark of forward activations + gradients
-        // for the session's lifetime; without it the peak RSS of a ViT-S step fell from 2.3 to
-        // 1.7 GB here at no cost in speed. Inference graphs keep the arena (small, reused buffers).
-        // Small training graphs want it on: the tiny world's UNet step took 1.4 s without it and
-        // 0.45 s with it (most of the difference was page faults of freshly mapped buffers).
-        enableCpuMemArena: opts.memArena ?? !lowered.inputs.some((t) => t.trainable),
-      };
+      // Training graphs: ORT's arena keeps its high-water mark of forward activations + gradients
+      // for the session's lifetime; without it the peak RSS of a ViT-S step fell from 2.3 to
+      // 1.7 GB here at no cost in speed. Inference graphs keep the arena (small, reused buffers).
+      // Small training graphs want it on: the tiny world's UNet step took 1.4 s without it and
+      // 0.45 s with it (most of the difference was page faults of freshly mapped buffers).
+      const sessionOptions = ortOptions(device, threads, optimization, opts.memArena ?? !lowered.inputs.some((t) => t.trainable));
       if (folder) sessionOptions.extra = { session: { model_external_initializers_file_folder_path: folder } };
       try {
         return new Compiled(await ort.InferenceSession.create(bytes, sessionOptions), lowered, key);
@@ -142,10 +203,67 @@ export async function compile(outputs: Record<string, Tensor>, opts: CompileOpti
   return p;
 }
 
-/** Drops cached sessions (frees their memory). */
+/** An ONNX model file that another tool exported (a transformers.js encoder), for inference. */
+export class OnnxFile {
+  constructor(
+    readonly session: ort.InferenceSession,
+    readonly path: string,
+  ) {}
+
+  get inputNames(): readonly string[] { return this.session.inputNames; }
+  get outputNames(): readonly string[] { return this.session.outputNames; }
+
+  /** Runs the model; a feed's element type is its array's (Float32Array: float32, BigInt64Array: int64, ...). */
+  async run(feeds: Record<string, { data: HostArray; dims: readonly number[] }>): Promise<Record<string, { data: HostArray; dims: number[] }>> {
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [name, { data, dims }] of Object.entries(feeds)) ortFeeds[name] = new ort.Tensor(data as never, [...dims]);
+    const res = await this.session.run(ortFeeds);
+    const out: Record<string, { data: HostArray; dims: number[] }> = {};
+    for (const [name, t] of Object.entries(res)) out[name] = { data: t.data as HostArray, dims: [...t.dims] };
+    return out;
+  }
+}
+
+const files = new Map<string, Promise<OnnxFile>>();
+
+/**
+ * Opens an ONNX file (or reuses its open session) with the device choice, threads and options of
+ * compiled graphs, so every encoder of a run shares one cache and one `--device`. The key holds the
+ * identity (inode, size, mtime) of the model and of its external-data siblings (model.onnx_data):
+ * an export replaced at the same path gets a new session. ORT reads external data next to the file.
+ */
+export async function openOnnxFile(path: string, opts: CompileOptions = {}): Promise<OnnxFile> {
+  const file = resolve(path);
+  const device = opts.device ?? "cpu";
+  const threads = opts.threads ?? 0;
+  const optimization = opts.optimization ?? "all";
+  const memArena = opts.memArena ?? true; // inference: small, reused buffers
+  if (!existsSync(file)) throw new Error(`${file} does not exist`);
+  const stamp = readdirSync(dirname(file)).filter((f) => f.startsWith(basename(file))).sort().map((f) => {
+    const st = statSync(join(dirname(file), f));
+    return [f, st.dev, st.ino, st.size, st.mtimeMs];
+  });
+  const key = JSON.stringify([file, stamp, device, threads, optimization, memArena]);
+  let p = files.get(key);
+  if (!p) {
+    p = (async () => {
+      try {
+        return new OnnxFile(await ort.InferenceSession.create(file, ortOptions(device, threads, optimization, memArena)), file);
+      } catch (e) {
+        throw new Error(`ONNX Runtime could not open ${file} on ${device}: ${(e as Error).message}`);
+      }
+    })();
+    files.set(key, p);
+    p.catch(() => files.delete(key));
+  }
+  return p;
+}
+
+/** Drops cached sessions, of compiled graphs and of ONNX files (frees their memory). */
 export async function clearSessionCache(): Promise<void> {
-  const all = [...cache.values()];
+  const all = [...cache.values(), ...files.values()];
   cache.clear();
+  files.clear();
   for (const p of all) await p.then((c) => c.session.release()).catch(() => {});
 }
 

@@ -78,6 +78,73 @@ export interface PairExample {
   fgGen?: Float32Array;
 }
 
+/** What one batch draws from its Rng, laid onto the 2B rows [references ; generated]. */
+export interface PairDraws {
+  /** [2B * perRow]: row B + i holds a bit-identical copy of row i's noise. */
+  noise: Float32Array;
+  /** [2B]: timesteps[B + i] === timesteps[i]. */
+  timesteps: number[];
+  /** [B], per pair (both of its rows): CFG dropout of the image prompt / of the text prompt. */
+  dropImage: boolean[];
+  dropText: boolean[];
+}
+
+/**
+ * The random part of a batch, kept apart from the graphs as a pure function of the Rng so the
+ * pairing rules can be checked exactly (tests/train/diffusion.test.ts): a pair's two rows share
+ * noise and timestep (so their errors differ only by what the images and the weights do), and
+ * one dropout decision per pair covers both rows. The draw order is part of the contract, since
+ * a resumed epoch redraws each step from its seed and committed results depend on it: per pair
+ * its noise then its timestep, then one uniform per pair for the dropout.
+ */
+export function drawPairs(B: number, perRow: number, numTrainTimesteps: number, rng: Rng, dropout: CfgDropout): PairDraws {
+  const noise = new Float32Array(2 * B * perRow);
+  const timesteps = new Array<number>(2 * B);
+  for (let i = 0; i < B; i++) {
+    const eps = rng.normals(perRow);
+    noise.set(eps, i * perRow);
+    noise.set(eps, (B + i) * perRow);
+    timesteps[i] = timesteps[B + i] = rng.int(numTrainTimesteps);
+  }
+  const dropImage: boolean[] = [], dropText: boolean[] = [];
+  for (let i = 0; i < B; i++) {
+    const d = cfgDecision(rng.uniform(), dropout);
+    dropImage.push(d.image);
+    dropText.push(d.text);
+  }
+  return { noise, timesteps, dropImage, dropText };
+}
+
+/**
+ * One pair's CFG dropout from one uniform draw u in [0, 1). The intervals [0, both),
+ * [both, both + image) and [both + image, both + image + text) drop both prompts, the image prompt
+ * and the text prompt, so each share of pairs is exactly the probability given.
+ */
+export function cfgDecision(u: number, d: CfgDropout): { image: boolean; text: boolean } {
+  const both = u < d.both;
+  return { image: both || (u >= d.both && u < d.both + d.image), text: both || (u >= d.both + d.image && u < d.both + d.image + d.text) };
+}
+
+/**
+ * The batch's quality and foreground maps as the training graph's feeds, [B, h, w] each in pair
+ * order: q_ref / fg_ref belong to the reference images (rows 0..B-1 of the batch), q_gen / fg_gen
+ * to the generated ones (rows B..2B-1); objectives.ts puts them on those halves. A missing map is
+ * all ones.
+ */
+export function mapFeeds(batch: PairExample[], h: number, w: number): { q_ref: Float32Array; q_gen: Float32Array; fg_ref: Float32Array; fg_gen: Float32Array } {
+  const hw = h * w;
+  const stack = (key: "qRef" | "qGen" | "fgRef" | "fgGen") => {
+    const out = new Float32Array(batch.length * hw);
+    batch.forEach((p, i) => {
+      const m = p[key];
+      if (m && m.length !== hw) throw new Error(`${key} maps are ${Math.sqrt(m.length)}^2, the latent grid is ${h}x${w}: score with --latent-grid ${h}`);
+      out.set(m ?? new Float32Array(hw).fill(1), i * hw);
+    });
+    return out;
+  };
+  return { q_ref: stack("qRef"), q_gen: stack("qGen"), fg_ref: stack("fgRef"), fg_gen: stack("fgGen") };
+}
+
 export interface StepResult {
   loss: number;
   logs: Record<string, number>;
@@ -269,25 +336,10 @@ export class DiffusionTrainer {
     if (batch.length !== B) throw new Error(`DiffusionTrainer: a batch holds ${B} pairs, got ${batch.length}`);
     const m = this.s.model;
     const x0 = await this.latents([...batch.map((p) => p.reference), ...batch.map((p) => p.generated)]);
-    const per = x0.length / (2 * B);
-    const noise = new Float32Array(x0.length);
-    const t = new Array<number>(2 * B);
-    for (let i = 0; i < B; i++) {
-      const eps = rng.normals(per);
-      noise.set(eps, i * per);
-      noise.set(eps, (B + i) * per);
-      t[i] = t[B + i] = rng.int(this.schedule.config.numTrainTimesteps);
-    }
+    const { noise, timesteps: t, dropImage, dropText } = drawPairs(B, x0.length / (2 * B), this.schedule.config.numTrainTimesteps, rng, dropout);
     const noisy = this.schedule.addNoise(x0, noise, t);
     const target = this.schedule.target(x0, noise, t);
-    // CFG dropout, decided per pair and applied to both of its rows.
-    const dropImage: boolean[] = [], dropText: boolean[] = [];
-    for (let i = 0; i < B; i++) {
-      const u = rng.uniform();
-      const both = u < dropout.both;
-      dropImage.push(both || (u >= dropout.both && u < dropout.both + dropout.image));
-      dropText.push(both || (u >= dropout.both + dropout.image && u < dropout.both + dropout.image + dropout.text));
-    }
+    // CFG dropout applies to both rows of a dropped pair.
     const prompts = [...batch, ...batch].map((p, r) => (dropText[r % B] ? "" : r < B ? (p.referencePrompt ?? p.prompt) : p.prompt));
     const feeds: G.Feeds = { noisy, target, timestep: Float32Array.from(t) };
     const wanted = new Set((await this.train).inputs.map((i) => i.name));
@@ -306,18 +358,7 @@ export class DiffusionTrainer {
     both.set(f);
     both.set(f, f.length);
     feeds.image_features = both;
-    const hw = this.latentH * this.latentW;
-    const maps = { q_ref: "qRef", q_gen: "qGen", fg_ref: "fgRef", fg_gen: "fgGen" } as const;
-    for (const [feed, key] of Object.entries(maps)) {
-      const out = new Float32Array(B * hw);
-      batch.forEach((p, i) => {
-        const m = p[key];
-        if (m && m.length !== hw) throw new Error(`${key} maps are ${Math.sqrt(m.length)}^2, the latent grid is ${this.latentH}x${this.latentW}: score with --latent-grid ${this.latentH}`);
-        out.set(m ?? new Float32Array(hw).fill(1), i * hw);
-      });
-      feeds[feed] = out;
-    }
-    return feeds;
+    return { ...feeds, ...mapFeeds(batch, this.latentH, this.latentW) };
   }
 
   private static netFeeds(feeds: G.Feeds, weights: Map<string, Float32Array>, trainables: Trainable[]): G.Feeds {

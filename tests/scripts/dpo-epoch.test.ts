@@ -5,7 +5,7 @@
 //   a. each objective trains a few steps and writes the log, a checkpoint and the epoch file;
 //      patch-dpo starts at dpoLoss = log 2 (theta = reference);
 //   b. epoch 2 starts from epoch 1's file, against the same reference;
-//   c. 4 steps straight == 2 steps + --resume, byte for byte;
+//   c. 4 steps straight == 2 steps + --resume, byte for byte (weighted, patch-dpo, mse);
 //   d. clear errors for broken runs and mismatched models;
 //   e. the CLI: --help, exit codes, JSON lines, run.json.
 
@@ -137,19 +137,11 @@ describe("dpo-epoch on a scored tiny-world run", () => {
 
   test("resume: 4 steps straight == 2 steps + --resume (byte-identical epoch file, same log)", async () => {
     const o = { objective: "weighted" as const, maxSteps: 4, saveEvery: 0 };
-    const a = runDir();
-    await run(opts(a, o));
-    const b = runDir();
-    expect(await run(opts(b, { ...o, stopAt: 2 }))).toMatchObject({ finished: false, endStep: 2, stepsRun: 2 });
-    expect(existsSync(epochFile(runPaths(b), 1))).toBe(false);
-    await expect(run(opts(b, o))).rejects.toThrow(/--resume/); // not silently restarted
-    await expect(run(opts(b, { ...o, resume: true, lr: 2e-3 }))).rejects.toThrow(/other settings \(lr/);
-    expect(await run(opts(b, { ...o, resume: true }))).toMatchObject({ finished: true, startStep: 0, endStep: 4, stepsRun: 2 });
-    const fa = readFileSync(epochFile(runPaths(a), 1));
-    const fb = readFileSync(epochFile(runPaths(b), 1));
-    expect(Buffer.compare(fa, fb)).toBe(0);
-    const strip = (rows: TrainLogRow[]) => rows.map(({ seconds: _, ...r }) => r);
-    expect(strip(await log(b))).toEqual(strip(await log(a)));
+    const { a, b, fa } = await expectResumeIdentical(o, async (b) => {
+      expect(existsSync(epochFile(runPaths(b), 1))).toBe(false);
+      await expect(run(opts(b, o))).rejects.toThrow(/--resume/); // not silently restarted
+      await expect(run(opts(b, { ...o, resume: true, lr: 2e-3 }))).rejects.toThrow(/other settings \(lr/);
+    });
     // --force redoes the epoch from scratch, to the same bytes.
     await run(opts(b, { ...o, force: true }));
     expect(Buffer.compare(readFileSync(epochFile(runPaths(b), 1)), fa)).toBe(0);
@@ -157,7 +149,38 @@ describe("dpo-epoch on a scored tiny-world run", () => {
     rmSync(a, { recursive: true, force: true });
     rmSync(b, { recursive: true, force: true });
   });
+
+  // patch-dpo resumes with more state than the weights and moments: its frozen reference model
+  // (--ip-adapter, never the resumed weights); mse is the baseline every comparison leans on.
+  for (const objective of ["patch-dpo", "mse"] as const) {
+    test(`resume, ${objective}: 4 steps straight == 2 steps + --resume (byte-identical epoch file, same log)`, async () => {
+      const { a, b } = await expectResumeIdentical({ objective, maxSteps: 4, saveEvery: 0 });
+      rmSync(a, { recursive: true, force: true });
+      rmSync(b, { recursive: true, force: true });
+    });
+  }
 });
+
+/**
+ * Trains `o` (4 steps) straight in one run and as 2 steps, a stop and --resume in another, and
+ * checks the epoch files are byte-identical and the logs equal (but for timings). `beforeResume`
+ * runs on the stopped run. Returns both run directories and the straight run's epoch file.
+ */
+async function expectResumeIdentical(o: Partial<DpoEpochOptions> & { maxSteps: number }, beforeResume?: (b: string) => Promise<void>) {
+  const a = runDir();
+  await run(opts(a, o));
+  const b = runDir();
+  expect(await run(opts(b, { ...o, stopAt: 2 }))).toMatchObject({ finished: false, endStep: 2, stepsRun: 2 });
+  await beforeResume?.(b);
+  expect(await run(opts(b, { ...o, resume: true }))).toMatchObject({ finished: true, startStep: 0, endStep: o.maxSteps, stepsRun: o.maxSteps - 2 });
+  const fa = readFileSync(epochFile(runPaths(a), 1));
+  const fb = readFileSync(epochFile(runPaths(b), 1));
+  expect(Buffer.compare(fa, fb)).toBe(0);
+  const strip = (rows: TrainLogRow[]) => rows.map(({ seconds: _, ...r }) => r);
+  expect((await log(a)).map((r) => r.step)).toEqual(Array.from({ length: o.maxSteps }, (_, s) => s)); // every step trained, none skipped
+  expect(strip(await log(b))).toEqual(strip(await log(a)));
+  return { a, b, fa };
+}
 
 describe("dpo-epoch errors", () => {
   const rewrite = (file: string, edit: (lines: string[]) => string[]) =>
