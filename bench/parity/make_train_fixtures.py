@@ -1,44 +1,66 @@
 #!/usr/bin/python3
 """Golden training fixtures (llm.c style) for tests/train/parity.test.ts and train.test.ts.
 
-PyTorch transcriptions of the blocks we build in TypeScript, with the checkpoints' key names, write
-their inputs, weights, outputs and gradients; the tests rebuild each block on lib/graph, run
-forward + backward on ONNX Runtime and compare. Tests never run this script.
+Regenerate (needs the upstream sources, see bench/parity/README.md):
+  /usr/bin/python3 bench/parity/fetch_upstream.py
+  OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/parity/make_train_fixtures.py
+Check the committed fixtures against the upstream code without rewriting them:
+  OMP_NUM_THREADS=2 /usr/bin/python3 bench/parity/make_train_fixtures.py --check
 
-Writes tests/fixtures/parity/:
-  vit_block.safetensors          DINOv2 layer (transformers' Dinov2Layer): hidden 32, 4 heads,
-                                 MLP 64, LayerScale, LayerNorm eps 1e-6, erf GELU; x [2, 5, 32]
-  unet_resnet_block.safetensors  diffusers ResnetBlock2D: 8 -> 16 channels, 6x6, batch 2,
-                                 GroupNorm(4, eps 1e-5), SiLU, 3x3 convs, time embedding (12) via
-                                 time_emb_proj(SiLU(temb)), 1x1 conv_shortcut
+Each fixture holds a block's inputs and weights, a random R, the block's output and the gradients
+of loss = sum(out * R) with respect to every input and weight, computed by the UPSTREAM module
+itself (bench/parity/upstream.py pins the commits; they are also in each file's metadata):
+  vit_block.safetensors          transformers Dinov2Layer (models/dinov2/modeling_dinov2.py):
+                                 hidden 32, 4 heads, MLP 64, LayerScale, LayerNorm eps 1e-6, erf
+                                 GELU; x [2, 5, 32]
+  unet_resnet_block.safetensors  diffusers ResnetBlock2D (models/resnet.py): 8 -> 16 channels, 6x6,
+                                 batch 2, GroupNorm(4, eps 1e-5), time embedding 12, 1x1 conv_shortcut
   cross_attention.safetensors    diffusers Attention (to_q/to_k/to_v without bias, to_out.0 with
-                                 bias), 2 heads, dim 16, context 24, plus the IP-Adapter decoupled
-                                 branch (to_k_ip/to_v_ip on image tokens, scale 0.7, added before
-                                 to_out); x [2, 9, 16], text [2, 7, 24], image tokens [2, 4, 24]
-  infonce.safetensors            symmetric InfoNCE of a [6, 8], b [6, 8], temperature 0.07
+                                 bias, 2 heads, dim 16, context 24) with diffusers'
+                                 IPAdapterAttnProcessor (scale 0.7, 4 image tokens), weights
+                                 "processor.to_k_ip.0.weight" / "processor.to_v_ip.0.weight";
+                                 x [2, 9, 16], text [2, 7, 24], image tokens [2, 4, 24]. The
+                                 generator also runs the authors' PatchDPO IPAttnProcessor
+                                 (ip_adapter/attention_processor.py, text and image tokens
+                                 concatenated) on the same weights and asserts the same output.
+  resampler.safetensors          IP-Adapter's Resampler (tencent-ailab/IP-Adapter
+                                 ip_adapter/resampler.py; identical in PatchDPO) under the release
+                                 keys "image_proj.*": embedding 12, dim 16, depth 2, dim_head 4,
+                                 heads 2, 3 queries, output 10, ff_mult 2; x [2, 5, 12]
+  image_proj.safetensors         IP-Adapter's ImageProjModel (ip_adapter/ip_adapter.py) under
+                                 "image_proj.*": image_embeds 12 -> 3 tokens of 16; x [2, 12]
+  objectives.safetensors         the training objectives on B = 3 pairs [reference ; generated]:
+                                 "mse" and "weighted" by the authors' train_patchdpo.py (its
+                                 F.mse_loss branch and its weighted_mse_loss with
+                                 region_weight = cat([1 - target_rmap, contra_rmap])),
+                                 "diffusion-dpo" by Diffusion-DPO's train.py (its loss lines, on
+                                 the same predictions, with the frozen model's prediction
+                                 ref_pred); these are the scripts' own statements, compiled from
+                                 the pinned files with ast and executed (see upstream_statements),
+                                 not copies. "patch-dpo" is this project's objective (DESIGN.md
+                                 section 1 item 3, lib/train/objectives.ts); no upstream code
+                                 exists for it, so it stays a hand-written PyTorch formula here.
+  infonce.safetensors            symmetric InfoNCE of a [6, 8], b [6, 8], temperature 0.07: our own
+                                 formula (lib/train/infonce.ts; rows normalized as
+                                 x / sqrt(sum(x^2) + 1e-6)), hand-written here (no upstream)
   adamw.safetensors              10 steps of torch.optim.AdamW on w [3, 4] and b [5] with saved
                                  per-step gradients, without and with clip_grad_norm_(max_norm=1)
 
 Conventions. Every block's loss is sum(out * R) with a random R (saved), so the gradient of the
 output is R itself and every output element matters. Names: the weights under their checkpoint
-keys, the inputs by role ("x", "temb", "context", ...), "R", "out", "loss" and "grad.<name>" for
-the gradient of the loss with respect to <name>. Inputs and weights are drawn in float32 (seeded
-torch.Generator per fixture); the blocks are then evaluated in float64 on those float32 values and
-the results rounded to float32, so a fixture holds the exact answer for its float32 inputs and a
-test's error is the TypeScript side's own float32 rounding. AdamW runs in float32 as torch users
-run it (its error budget is tiny and per-element).
+keys (the upstream module's state_dict names), the inputs by role ("x", "temb", "context", ...),
+"R", "out", "loss" and "grad.<name>". Weights are drawn in float32 (seeded torch.Generator) in the
+upstream module's parameter order (upstream.draw_params); the module then runs in float64 on those
+float32 values (torch.nn.utils.stateless.functional_call, so autograd reaches each weight) and the
+results are rounded to float32. Where upstream itself computes in float32 (the Resampler's softmax,
+`.float()` in train_patchdpo.py's losses) those parts carry float32 rounding; the tests' tolerance
+(1e-4 + 1e-4 |ref|) is far above it.
 
-InfoNCE normalizes rows as x / sqrt(sum(x^2) + 1e-6), the formula of lib/train/infonce.ts, NOT
-torch.nn.functional.normalize (x / max(||x||, 1e-12)); the two agree to ~1e-7 for rows of norm ~1.
+--check recomputes every fixture from the weights and inputs stored in the committed file with the
+upstream modules, and prints the largest difference to the stored results.
 
-The IP-Adapter projections are saved as "to_k_ip.weight" / "to_v_ip.weight" (diffusers'
-IPAdapterAttnProcessor names them "processor.to_k_ip.0.weight", the IP-Adapter release
-"<n>.to_k_ip.weight"; the layer is the same Linear(cross_attention_dim, inner, bias=False)).
-
-Needs /usr/bin/python3 with torch (Debian python3-torch 1.13). Writes with the shared minimal
-writer bench/parity/safetensors_io.py (tensors in insertion order, compact JSON header), so the
-output does not depend on whether the `safetensors` package is installed.
-Usage: OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/parity/make_train_fixtures.py
+Needs /usr/bin/python3 with torch (Debian python3-torch 1.13) and the extracted upstream trees
+(bench/parity/fetch_upstream.py). Writes with bench/parity/safetensors_io.py.
 """
 import json
 import math
@@ -50,6 +72,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_io  # noqa: E402  (bench/parity/safetensors_io.py)
+import upstream  # noqa: E402  (bench/parity/upstream.py)
+
+upstream.setup(extra=["IP-Adapter"])
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(REPO, "tests", "fixtures", "parity")
@@ -93,128 +118,183 @@ def fixture(path, leaves, extra, loss, description):
     write_safetensors(path, out, meta)
 
 
-# ------------------------------------------------------------------------------ ViT / DINOv2 block
+# ------------------------------------------------------------------------------ upstream blocks
 
-def vit_block():
-    C, H, FF, B, L, eps = 32, 4, 64, 2, 5, 1e-6
-    d = Draw(1)
-    w = {}
+class Block:
+    """One block fixture: `draw(gen)` returns (inputs, weights, R) in float32 (the inputs first in
+    the fixture's leaf order), `compute(leaves, R)` runs the upstream module in float64 and returns
+    {"out": ...}; the loss is sum(out * R)."""
 
-    def lin(name, o, i):
-        w[f"{name}.weight"] = d.randn(o, i, scale=1 / math.sqrt(i))
-        w[f"{name}.bias"] = d.randn(o, scale=0.1)
+    def __init__(self, file, seed, draw, compute, description, sources):
+        self.file, self.seed, self.draw, self.compute = file, seed, draw, compute
+        self.description, self.sources = description, sources
 
-    def norm(name):
-        w[f"{name}.weight"] = d.randn(C, scale=0.1, shift=1.0)
-        w[f"{name}.bias"] = d.randn(C, scale=0.1)
+    def generate(self):
+        gen = torch.Generator().manual_seed(self.seed)
+        inputs, weights, R = self.draw(gen)
+        leaves = {k: v.to(F64).requires_grad_(True) for k, v in {**inputs, **weights}.items()}
+        outs = self.compute(leaves, R.to(F64))
+        loss = (outs["out"] * R.to(F64)).sum()
+        names = list(leaves)
+        grads = torch.autograd.grad(loss, [leaves[n] for n in names])
+        tensors = dict(leaves)
+        tensors["R"] = R
+        tensors.update(outs)
+        tensors["loss"] = loss.detach().reshape(1)
+        tensors.update({f"grad.{n}": g for n, g in zip(names, grads)})
+        meta = {
+            "generator": "bench/parity/make_train_fixtures.py",
+            "torch": torch.__version__,
+            "upstream": upstream.provenance(*self.sources),
+            "compute": "the upstream module in float64 on float32 inputs and weights, stored float32",
+            "loss": "sum(out * R)",
+            "description": self.description,
+            "inputs": json.dumps(names),
+        }
+        write_safetensors(os.path.join(OUT, self.file), tensors, meta)
 
-    norm("norm1")
-    lin("attention.attention.query", C, C)
-    lin("attention.attention.key", C, C)
-    lin("attention.attention.value", C, C)
-    lin("attention.output.dense", C, C)
-    w["layer_scale1.lambda1"] = d.randn(C, scale=0.2, shift=0.5)
-    norm("norm2")
-    lin("mlp.fc1", FF, C)
-    lin("mlp.fc2", C, FF)
-    w["layer_scale2.lambda1"] = d.randn(C, scale=0.2, shift=0.5)
-    x = d.randn(B, L, C)
-    R = d.randn(B, L, C).detach()
-
-    def linear(name, t):
-        return F.linear(t, w[f"{name}.weight"], w[f"{name}.bias"])
-
-    def heads(t):
-        return t.view(B, L, H, C // H).permute(0, 2, 1, 3)
-
-    # transformers Dinov2Layer (eval: no dropout, no drop path).
-    h = F.layer_norm(x, (C,), w["norm1.weight"], w["norm1.bias"], eps)
-    q = heads(linear("attention.attention.query", h))
-    k = heads(linear("attention.attention.key", h))
-    v = heads(linear("attention.attention.value", h))
-    probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(C // H), dim=-1)
-    ctx = (probs @ v).permute(0, 2, 1, 3).reshape(B, L, C)
-    attn = linear("attention.output.dense", ctx)
-    x1 = x + attn * w["layer_scale1.lambda1"]
-    h = F.layer_norm(x1, (C,), w["norm2.weight"], w["norm2.bias"], eps)
-    mlp = linear("mlp.fc2", F.gelu(linear("mlp.fc1", h)))
-    out = x1 + mlp * w["layer_scale2.lambda1"]
-    leaves = {"x": x, **w}
-    fixture(os.path.join(OUT, "vit_block.safetensors"), leaves, {"R": R, "out": out}, (out * R).sum(),
-            "Dinov2Layer hidden 32, heads 4, mlp 64, layer scale, LayerNorm eps 1e-6, erf GELU; x [2,5,32]")
-
-
-# ------------------------------------------------------------------------------ UNet ResnetBlock2D
-
-def unet_resnet_block():
-    Cin, Cout, T, B, S, groups, eps = 8, 16, 12, 2, 6, 4, 1e-5
-    d = Draw(2)
-    w = {
-        "norm1.weight": d.randn(Cin, scale=0.1, shift=1.0),
-        "norm1.bias": d.randn(Cin, scale=0.1),
-        "conv1.weight": d.randn(Cout, Cin, 3, 3, scale=1 / math.sqrt(Cin * 9)),
-        "conv1.bias": d.randn(Cout, scale=0.1),
-        "time_emb_proj.weight": d.randn(Cout, T, scale=1 / math.sqrt(T)),
-        "time_emb_proj.bias": d.randn(Cout, scale=0.1),
-        "norm2.weight": d.randn(Cout, scale=0.1, shift=1.0),
-        "norm2.bias": d.randn(Cout, scale=0.1),
-        "conv2.weight": d.randn(Cout, Cout, 3, 3, scale=1 / math.sqrt(Cout * 9)),
-        "conv2.bias": d.randn(Cout, scale=0.1),
-        "conv_shortcut.weight": d.randn(Cout, Cin, 1, 1, scale=1 / math.sqrt(Cin)),
-        "conv_shortcut.bias": d.randn(Cout, scale=0.1),
-    }
-    x = d.randn(B, Cin, S, S)
-    temb = d.randn(B, T)
-    R = d.randn(B, Cout, S, S).detach()
-
-    # diffusers ResnetBlock2D.forward (time_embedding_norm "default", output_scale_factor 1, eval).
-    h = F.silu(F.group_norm(x, groups, w["norm1.weight"], w["norm1.bias"], eps))
-    h = F.conv2d(h, w["conv1.weight"], w["conv1.bias"], padding=1)
-    t = F.linear(F.silu(temb), w["time_emb_proj.weight"], w["time_emb_proj.bias"])[:, :, None, None]
-    h = h + t
-    h = F.silu(F.group_norm(h, groups, w["norm2.weight"], w["norm2.bias"], eps))
-    h = F.conv2d(h, w["conv2.weight"], w["conv2.bias"], padding=1)
-    skip = F.conv2d(x, w["conv_shortcut.weight"], w["conv_shortcut.bias"])
-    out = skip + h
-    leaves = {"x": x, "temb": temb, **w}
-    fixture(os.path.join(OUT, "unet_resnet_block.safetensors"), leaves, {"R": R, "out": out}, (out * R).sum(),
-            "diffusers ResnetBlock2D 8->16 channels, 6x6, batch 2, GroupNorm(4, 1e-5), temb 12, conv_shortcut 1x1")
+    def check(self, rename=None):
+        """Recomputes the committed fixture from its own weights and inputs; returns the Diff."""
+        meta, t = upstream.read_fixture(os.path.join(OUT, self.file))
+        rename = rename or {}
+        names = json.loads(meta["inputs"])
+        leaves = {rename.get(n, n): t[n].clone().requires_grad_(True) for n in names}
+        outs = self.compute(leaves, t["R"])
+        loss = (outs["out"] * t["R"]).sum()
+        grads = torch.autograd.grad(loss, list(leaves.values()))
+        d = upstream.Diff(self.file)
+        for k, v in outs.items():
+            d.add(k, v, t[k])
+        d.add("loss", loss.reshape(1), t["loss"])
+        for n, g in zip(names, grads):
+            d.add(f"grad.{n}", g, t[f"grad.{n}"])
+        return d
 
 
-# ------------------------------------------------------------------------------ cross-attention + IP-Adapter
+def randn(gen, *shape, scale=1.0, shift=0.0):
+    return torch.randn(*shape, generator=gen, dtype=torch.float32) * scale + shift
 
-def cross_attention():
-    B, Lq, Lt, Li, D, Ctx, H, ip_scale = 2, 9, 7, 4, 16, 24, 2, 0.7
-    d = Draw(3)
-    w = {
-        "to_q.weight": d.randn(D, D, scale=1 / math.sqrt(D)),
-        "to_k.weight": d.randn(D, Ctx, scale=1 / math.sqrt(Ctx)),
-        "to_v.weight": d.randn(D, Ctx, scale=1 / math.sqrt(Ctx)),
-        "to_out.0.weight": d.randn(D, D, scale=1 / math.sqrt(D)),
-        "to_out.0.bias": d.randn(D, scale=0.1),
-        "to_k_ip.weight": d.randn(D, Ctx, scale=1 / math.sqrt(Ctx)),
-        "to_v_ip.weight": d.randn(D, Ctx, scale=1 / math.sqrt(Ctx)),
-    }
-    x = d.randn(B, Lq, D)
-    context = d.randn(B, Lt, Ctx)
-    image_tokens = d.randn(B, Li, Ctx)
-    R = d.randn(B, Lq, D).detach()
 
-    def heads(t):
-        return t.view(B, t.shape[1], H, D // H).permute(0, 2, 1, 3)
+# transformers Dinov2Layer
 
-    def attend(q, k, v):
-        probs = torch.softmax(q @ k.transpose(-1, -2) * (D // H) ** -0.5, dim=-1)
-        return (probs @ v).permute(0, 2, 1, 3).reshape(B, Lq, D)
+def _dinov2_layer():
+    from transformers import Dinov2Config
+    from transformers.models.dinov2.modeling_dinov2 import Dinov2Layer
+    cfg = Dinov2Config(hidden_size=32, num_attention_heads=4, mlp_ratio=2, layer_norm_eps=1e-6, hidden_act="gelu",
+                       layerscale_value=1.0, qkv_bias=True, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return Dinov2Layer(cfg).eval().to(F64)
 
-    # diffusers IPAdapterAttnProcessor: text attention + scale * image attention, then to_out.
-    q = heads(F.linear(x, w["to_q.weight"]))
-    text = attend(q, heads(F.linear(context, w["to_k.weight"])), heads(F.linear(context, w["to_v.weight"])))
-    image = attend(q, heads(F.linear(image_tokens, w["to_k_ip.weight"])), heads(F.linear(image_tokens, w["to_v_ip.weight"])))
-    out = F.linear(text + ip_scale * image, w["to_out.0.weight"], w["to_out.0.bias"])
-    leaves = {"x": x, "context": context, "image_tokens": image_tokens, **w}
-    fixture(os.path.join(OUT, "cross_attention.safetensors"), leaves, {"R": R, "out": out}, (out * R).sum(),
-            "diffusers Attention heads 2, dim 16, context 24 + IP-Adapter to_k_ip/to_v_ip, scale 0.7")
+
+def vit_block_draw(gen):
+    w = upstream.draw_params(_dinov2_layer(), gen, special=lambda n, s: (0.2, 0.5) if n.endswith("lambda1") else None)
+    return {"x": randn(gen, 2, 5, 32)}, w, randn(gen, 2, 5, 32)
+
+
+def vit_block_compute(leaves, R):
+    layer = _dinov2_layer()
+    return {"out": upstream.call(layer, {k: v for k, v in leaves.items() if k != "x"}, leaves["x"])[0]}
+
+
+# diffusers ResnetBlock2D
+
+def _resnet_block():
+    from diffusers.models.resnet import ResnetBlock2D
+    return ResnetBlock2D(in_channels=8, out_channels=16, temb_channels=12, groups=4, eps=1e-5).eval().to(F64)
+
+
+def unet_resnet_block_draw(gen):
+    w = upstream.draw_params(_resnet_block(), gen)
+    return {"x": randn(gen, 2, 8, 6, 6), "temb": randn(gen, 2, 12)}, w, randn(gen, 2, 16, 6, 6)
+
+
+def unet_resnet_block_compute(leaves, R):
+    block = _resnet_block()
+    return {"out": upstream.call(block, {k: v for k, v in leaves.items() if k not in ("x", "temb")}, leaves["x"], leaves["temb"])}
+
+
+# diffusers Attention + IPAdapterAttnProcessor (cross-checked with the authors' IPAttnProcessor)
+
+IP_SCALE = 0.7
+
+
+def _cross_attention():
+    from diffusers.models.attention_processor import Attention, IPAdapterAttnProcessor
+    proc = IPAdapterAttnProcessor(hidden_size=16, cross_attention_dim=24, num_tokens=(4,), scale=IP_SCALE)
+    return Attention(query_dim=16, cross_attention_dim=24, heads=2, dim_head=8, bias=False, out_bias=True, processor=proc).eval().to(F64)
+
+
+def cross_attention_draw(gen):
+    w = upstream.draw_params(_cross_attention(), gen)
+    inputs = {"x": randn(gen, 2, 9, 16), "context": randn(gen, 2, 7, 24), "image_tokens": randn(gen, 2, 4, 24)}
+    return inputs, w, randn(gen, 2, 9, 16)
+
+
+def cross_attention_compute(leaves, R):
+    INPUTS = ("x", "context", "image_tokens")
+    w = {k: v for k, v in leaves.items() if k not in INPUTS}
+    attn = _cross_attention()
+    out = upstream.call(attn, w, leaves["x"], encoder_hidden_states=(leaves["context"], [leaves["image_tokens"]]))
+    # The authors' processor (PatchDPO ip_adapter/attention_processor.py, IP-Adapter's with a
+    # frozen-copy switch) on the same weights: text and image tokens concatenated, split by num_tokens.
+    from diffusers.models.attention_processor import Attention
+    pd = upstream.load_file_module("patchdpo_attention_processor", "PatchDPO", "ip_adapter/attention_processor.py")
+    theirs = Attention(query_dim=16, cross_attention_dim=24, heads=2, dim_head=8, bias=False, out_bias=True,
+                       processor=pd.IPAttnProcessor(hidden_size=16, cross_attention_dim=24, scale=IP_SCALE, num_tokens=4)).eval().to(F64)
+    w2 = {k.replace("processor.to_k_ip.0.", "processor.to_k_ip.").replace("processor.to_v_ip.0.", "processor.to_v_ip."): v for k, v in w.items()}
+    with torch.no_grad():
+        out2 = upstream.call(theirs, w2, leaves["x"], encoder_hidden_states=torch.cat([leaves["context"], leaves["image_tokens"]], 1))
+    gap = (out.detach() - out2).abs().max().item()
+    assert gap < 1e-12, f"diffusers IPAdapterAttnProcessor and PatchDPO IPAttnProcessor differ by {gap}"
+    return {"out": out}
+
+
+# IP-Adapter Resampler and ImageProjModel
+
+RESAMPLER = dict(dim=16, depth=2, dim_head=4, heads=2, num_queries=3, embedding_dim=12, output_dim=10, ff_mult=2)
+
+
+def _resampler():
+    from ip_adapter.resampler import Resampler
+    return Resampler(**RESAMPLER).eval().to(F64)
+
+
+def resampler_draw(gen):
+    w = upstream.draw_params(_resampler(), gen, prefix="image_proj.",
+                             special=lambda n, s: (RESAMPLER["dim"] ** -0.5, 0.0) if n == "latents" else None)
+    return {"x": randn(gen, 2, 5, 12)}, w, randn(gen, 2, 3, 10)
+
+
+def resampler_compute(leaves, R):
+    return {"out": upstream.call(_resampler(), leaves, leaves["x"], prefix="image_proj.")}
+
+
+def _image_proj():
+    from ip_adapter.ip_adapter import ImageProjModel
+    return ImageProjModel(cross_attention_dim=16, clip_embeddings_dim=12, clip_extra_context_tokens=3).eval().to(F64)
+
+
+def image_proj_draw(gen):
+    w = upstream.draw_params(_image_proj(), gen, prefix="image_proj.")
+    return {"x": randn(gen, 2, 12)}, w, randn(gen, 2, 3, 16)
+
+
+def image_proj_compute(leaves, R):
+    return {"out": upstream.call(_image_proj(), leaves, leaves["x"], prefix="image_proj.")}
+
+
+BLOCKS = [
+    Block("vit_block.safetensors", 1, vit_block_draw, vit_block_compute,
+          "transformers Dinov2Layer hidden 32, heads 4, mlp 64, layer scale, LayerNorm eps 1e-6, erf GELU; x [2,5,32]", ["transformers"]),
+    Block("unet_resnet_block.safetensors", 2, unet_resnet_block_draw, unet_resnet_block_compute,
+          "diffusers ResnetBlock2D 8->16 channels, 6x6, batch 2, GroupNorm(4, 1e-5), temb 12, conv_shortcut 1x1", ["diffusers"]),
+    Block("cross_attention.safetensors", 3, cross_attention_draw, cross_attention_compute,
+          "diffusers Attention heads 2, dim 16, context 24 with IPAdapterAttnProcessor (scale 0.7, 4 image tokens); "
+          "same output as PatchDPO's IPAttnProcessor (asserted)", ["diffusers", "PatchDPO"]),
+    Block("resampler.safetensors", 6, resampler_draw, resampler_compute,
+          "IP-Adapter Resampler: embedding 12, dim 16, depth 2, dim_head 4, heads 2, queries 3, output 10, ff_mult 2; x [2,5,12]", ["IP-Adapter"]),
+    Block("image_proj.safetensors", 8, image_proj_draw, image_proj_compute,
+          "IP-Adapter ImageProjModel: image_embeds 12 -> 3 tokens of 16 (proj, LayerNorm); x [2,12]", ["IP-Adapter"]),
+]
 
 
 # ------------------------------------------------------------------------------ InfoNCE
@@ -280,114 +360,162 @@ def adamw():
     write_safetensors(os.path.join(OUT, "adamw.safetensors"), out, meta)
 
 
-# ------------------------------------------------------------------------------ IP-Adapter-Plus Resampler
-
-def resampler():
-    """IP-Adapter's Resampler (ip_adapter/resampler.py semantics): proj_in, depth x (PerceiverAttention
-    over [x ; latents] with q and k each scaled by dim_head**-0.25, FeedForward LayerNorm -> Linear ->
-    GELU -> Linear, both without bias), proj_out, norm_out. LayerNorm eps 1e-5."""
-    E, D, depth, dh, heads, Q, O, mult, B, L = 12, 16, 2, 4, 2, 3, 10, 2, 2, 5
-    inner = dh * heads
-    d = Draw(6)
-    w = {"image_proj.latents": d.randn(1, Q, D, scale=D ** -0.5)}
-
-    def lin(name, o, i, bias=True):
-        w[f"{name}.weight"] = d.randn(o, i, scale=1 / math.sqrt(i))
-        if bias:
-            w[f"{name}.bias"] = d.randn(o, scale=0.1)
-
-    def norm(name, c):
-        w[f"{name}.weight"] = d.randn(c, scale=0.1, shift=1.0)
-        w[f"{name}.bias"] = d.randn(c, scale=0.1)
-
-    lin("image_proj.proj_in", D, E)
-    for i in range(depth):
-        a, f = f"image_proj.layers.{i}.0", f"image_proj.layers.{i}.1"
-        norm(f"{a}.norm1", D)
-        norm(f"{a}.norm2", D)
-        lin(f"{a}.to_q", inner, D, bias=False)
-        lin(f"{a}.to_kv", 2 * inner, D, bias=False)
-        lin(f"{a}.to_out", D, inner, bias=False)
-        norm(f"{f}.0", D)
-        lin(f"{f}.1", D * mult, D, bias=False)
-        lin(f"{f}.3", D, D * mult, bias=False)
-    lin("image_proj.proj_out", O, D)
-    norm("image_proj.norm_out", O)
-    x = d.randn(B, L, E)
-    R = d.randn(B, Q, O).detach()
-
-    def ln(name, t):
-        return F.layer_norm(t, (t.shape[-1],), w[f"{name}.weight"], w[f"{name}.bias"], 1e-5)
-
-    def heads_of(t):
-        b, n, _ = t.shape
-        return t.view(b, n, heads, dh).transpose(1, 2)
-
-    latents = w["image_proj.latents"].repeat(B, 1, 1)
-    h = F.linear(x, w["image_proj.proj_in.weight"], w["image_proj.proj_in.bias"])
-    for i in range(depth):
-        a, f = f"image_proj.layers.{i}.0", f"image_proj.layers.{i}.1"
-        xn, ln_ = ln(f"{a}.norm1", h), ln(f"{a}.norm2", latents)
-        q = F.linear(ln_, w[f"{a}.to_q.weight"])
-        k, v = F.linear(torch.cat([xn, ln_], dim=1), w[f"{a}.to_kv.weight"]).chunk(2, dim=-1)
-        s = 1 / math.sqrt(math.sqrt(dh))
-        att = torch.softmax((heads_of(q) * s) @ (heads_of(k) * s).transpose(-2, -1), dim=-1)
-        o = (att @ heads_of(v)).transpose(1, 2).reshape(B, Q, inner)
-        latents = F.linear(o, w[f"{a}.to_out.weight"]) + latents
-        ff = F.linear(F.gelu(F.linear(ln(f"{f}.0", latents), w[f"{f}.1.weight"])), w[f"{f}.3.weight"])
-        latents = ff + latents
-    out = ln("image_proj.norm_out", F.linear(latents, w["image_proj.proj_out.weight"], w["image_proj.proj_out.bias"]))
-    fixture(os.path.join(OUT, "resampler.safetensors"), {"x": x, **w}, {"R": R, "out": out}, (out * R).sum(),
-            "IP-Adapter-Plus Resampler: embedding 12, dim 16, depth 2, dim_head 4, heads 2, queries 3, output 10, ff_mult 2; x [2,5,12]")
-
-
 # ------------------------------------------------------------------------------ training objectives
 
+def _is_if(node, segment, test):
+    import ast
+    return isinstance(node, ast.If) and segment(node.test) == test
+
+
+def upstream_losses():
+    """The loss statements of the two training scripts, compiled from the pinned files."""
+    import ast
+    mse, mse_at = upstream.upstream_statements(
+        "PatchDPO", "train_patchdpo.py", lambda n, seg: n.body if _is_if(n, seg, "not args.use_dpo_loss") else None)
+    weighted, weighted_at = upstream.upstream_statements(
+        "PatchDPO", "train_patchdpo.py", lambda n, seg: n.orelse if _is_if(n, seg, "not args.use_dpo_loss") else None)
+    wfun, wfun_at = upstream.upstream_statements(
+        "PatchDPO", "train_patchdpo.py",
+        lambda n, seg: [n] if isinstance(n, ast.FunctionDef) and n.name == "weighted_mse_loss" else None)
+    dpo, dpo_at = upstream.upstream_statements(
+        "DiffusionDPO", "train.py",
+        lambda n, seg: n.body if _is_if(n, seg, "args.train_method == 'dpo'") and "logsigmoid" in seg(n) else None)
+    where = {"mse": f"hqhQAQ/PatchDPO {mse_at}", "weighted": f"hqhQAQ/PatchDPO {wfun_at} and {weighted_at}",
+             "diffusion-dpo": f"SalesforceAIResearch/DiffusionDPO {dpo_at}"}
+    return (mse, weighted, wfun, dpo), where
+
+
+class _Args:
+    use_dpo_loss = True
+    train_method = "dpo"
+
+
+class _FrozenUNet:
+    """Stands in for Diffusion-DPO's ref_unet: returns the stored reference prediction."""
+
+    def __init__(self, pred):
+        self.pred = pred
+
+    def __call__(self, *args, **kwargs):
+        return type("Out", (), {"sample": self.pred})()
+
+
 def objectives():
-    """mse, weighted and patch-dpo (lib/train/objectives.ts, DESIGN.md section 1 item 3) on a batch
-    of B = 2 pairs laid out [reference ; generated], 4 latent channels, 4x4 latents."""
-    B, C, S, beta, lam = 2, 4, 4, 50.0, 0.5
-    d = Draw(7)
-    pred = d.randn(2 * B, C, S, S)
-    target = d.randn(2 * B, C, S, S).detach()
-    ref_pred = (target + 0.8 * torch.randn(2 * B, C, S, S, generator=d.gen).to(F64)).detach()
-    q_ref = torch.rand(B, S, S, generator=d.gen).to(F64)
-    q_gen = torch.rand(B, S, S, generator=d.gen).to(F64)
+    """Losses and gradients of the objectives on B = 3 pairs [reference ; generated], 4 latent
+    channels, 4x4 latents. Margins m_w - m_l are asymmetric (implicit accuracy 1/3 or 2/3, each pair
+    far from the decision boundary) so that reversing the comparison changes the accuracy."""
+    B, C, S, beta, lam = 3, 4, 4, 50.0, 0.5
+    gen = torch.Generator().manual_seed(7)
+    pred = randn(gen, 2 * B, C, S, S).to(F64).requires_grad_(True)
+    target = randn(gen, 2 * B, C, S, S).to(F64)
+    ref_pred = (target + 0.8 * randn(gen, 2 * B, C, S, S).to(F64)).to(torch.float32).to(F64)
+    q_ref = torch.rand(B, S, S, generator=gen).to(F64)
+    q_gen = torch.rand(B, S, S, generator=gen).to(F64)
+    (mse_code, weighted_code, wfun_code, dpo_code), where = upstream_losses()
+    losses = {}
+
+    # train_patchdpo.py: noise_pred / noise, batch["target_rmap"] / batch["contra_rmap"] [B, h, w]
+    ns = {"torch": torch, "F": F, "args": _Args, "noise_pred": pred, "noise": target,
+          "batch": {"target_rmap": q_ref, "contra_rmap": q_gen}}
+    exec(wfun_code, ns)
+    exec(mse_code, ns)
+    losses["mse"] = ns["loss"]
+    exec(weighted_code, ns)
+    losses["weighted"] = ns["loss"]
+    assert ns["region_weight"].shape == (2 * B, 1, S, S)
+
+    # Diffusion-DPO train.py: model_pred / target, ref_unet(*model_batch_args, ...).sample, args.beta_dpo
+    args = type("Args", (), {"beta_dpo": beta, "train_method": "dpo"})
+    ns = {"torch": torch, "F": F, "args": args, "model_pred": pred, "target": target, "ref_unet": _FrozenUNet(ref_pred),
+          "model_batch_args": (), "added_cond_kwargs": None}
+    exec(dpo_code, ns)
+    losses["diffusion-dpo"] = ns["loss"]
+    dpo_acc = ns["implicit_acc"].to(F64).reshape(1)
+
+    # patch-dpo: this project's objective (lib/train/objectives.ts), no upstream code exists.
     e = ((pred - target) ** 2).mean(dim=1)
     e_ref = ((ref_pred - target) ** 2).mean(dim=1)
-    losses = {"mse": e.mean()}
-    losses["weighted"] = (torch.cat([1 - q_ref, q_gen], 0) * e).mean()
 
     def wmean(u, err):
         return (u * err).sum(dim=(1, 2)) / (u.sum(dim=(1, 2)) + 1e-6)
 
-    a, b = 1 - q_ref, 1 - q_gen
-    m_w = wmean(a, e[:B]) - wmean(a, e_ref[:B])
-    m_l = wmean(b, e[B:]) - wmean(b, e_ref[B:])
-    losses["patch-dpo"] = -F.logsigmoid(-beta / 2 * (m_w - m_l)).mean() + lam * (q_gen * e[B:]).mean()
-    out = {"pred": pred, "target": target, "ref_pred": ref_pred, "q_ref": q_ref, "q_gen": q_gen,
-           "implicit_acc": (m_w < m_l).to(F64).mean().reshape(1)}
+    def patch_dpo(q_r, q_g, lam_):
+        a, b = 1 - q_r, 1 - q_g
+        m_w = wmean(a, e[:B]) - wmean(a, e_ref[:B])
+        m_l = wmean(b, e[B:]) - wmean(b, e_ref[B:])
+        return -F.logsigmoid(-beta / 2 * (m_w - m_l)).mean() + lam_ * (q_g * e[B:]).mean(), m_w, m_l
+
+    losses["patch-dpo"], m_w, m_l = patch_dpo(q_ref, q_gen, lam)
+    acc = (m_w < m_l).to(F64).mean().reshape(1)
+    margins = (m_w - m_l).detach()
+    assert acc.item() not in (0.0, 0.5, 1.0) and margins.abs().min().item() > 1e-3, f"margins {margins.tolist()}"
+    # With all-zero quality maps patch-dpo is Diffusion-DPO (up to the 1e-6 in the weighted mean).
+    zero = torch.zeros(B, S, S, dtype=F64)
+    gap = (patch_dpo(zero, zero, lam)[0] - losses["diffusion-dpo"]).abs().item()
+    assert gap < 1e-6, f"patch-dpo with zero maps vs Diffusion-DPO: {gap}"
+
+    out = {"pred": pred, "target": target, "ref_pred": ref_pred, "q_ref": q_ref, "q_gen": q_gen, "implicit_acc": acc,
+           "implicit_acc.diffusion-dpo": dpo_acc}
     for name, loss in losses.items():
         out[f"loss.{name}"] = loss.detach().reshape(1)
         out[f"grad.{name}.pred"] = torch.autograd.grad(loss, [pred], retain_graph=True)[0]
     meta = {
         "generator": "bench/parity/make_train_fixtures.py", "torch": torch.__version__,
-        "compute": "float64 on float32 inputs, stored float32",
+        "upstream": upstream.provenance("PatchDPO", "DiffusionDPO"),
+        "statements": json.dumps(where),
+        "compute": "float64 on float32 inputs, stored float32 (train_patchdpo.py's losses cast to float32 with .float(), as upstream does)",
         "config": json.dumps({"beta": beta, "lambda": lam}),
-        "description": "loss.<objective> and grad.<objective>.pred for mse, weighted, patch-dpo",
+        "description": "loss.<objective> and grad.<objective>.pred for mse, weighted (train_patchdpo.py), diffusion-dpo "
+                       "(Diffusion-DPO train.py; compare with patch-dpo on all-zero quality maps), patch-dpo (ours); "
+                       "implicit_acc: patch-dpo's share of pairs with m_w < m_l; implicit_acc.diffusion-dpo: Diffusion-DPO's",
     }
     write_safetensors(os.path.join(OUT, "objectives.safetensors"), out, meta)
+
+
+def check_objectives():
+    """Recomputes the upstream losses (mse, weighted, diffusion-dpo when stored) of the committed
+    objectives fixture from its own predictions and maps."""
+    meta, t = upstream.read_fixture(os.path.join(OUT, "objectives.safetensors"))
+    (mse_code, weighted_code, wfun_code, dpo_code), _ = upstream_losses()
+    d = upstream.Diff("objectives.safetensors")
+    pred = t["pred"].clone().requires_grad_(True)
+    ns = {"torch": torch, "F": F, "args": _Args, "noise_pred": pred, "noise": t["target"],
+          "batch": {"target_rmap": t["q_ref"], "contra_rmap": t["q_gen"]}}
+    exec(wfun_code, ns)
+    exec(mse_code, ns)
+    got = {"mse": ns["loss"]}
+    exec(weighted_code, ns)
+    got["weighted"] = ns["loss"]
+    if "loss.diffusion-dpo" in t:
+        beta = json.loads(meta["config"])["beta"]
+        ns = {"torch": torch, "F": F, "args": type("Args", (), {"beta_dpo": beta}), "model_pred": pred, "target": t["target"],
+              "ref_unet": _FrozenUNet(t["ref_pred"]), "model_batch_args": (), "added_cond_kwargs": None}
+        exec(dpo_code, ns)
+        got["diffusion-dpo"] = ns["loss"]
+        d.add("implicit_acc.diffusion-dpo", ns["implicit_acc"].to(F64).reshape(1), t["implicit_acc.diffusion-dpo"])
+    for name, loss in got.items():
+        d.add(f"loss.{name}", loss.reshape(1), t[f"loss.{name}"])
+        d.add(f"grad.{name}.pred", torch.autograd.grad(loss, [pred], retain_graph=True)[0], t[f"grad.{name}.pred"])
+    return d
+
+
+# Names of the fixtures written before the generators ran upstream code (for --check on them).
+LEGACY_NAMES = {"to_k_ip.weight": "processor.to_k_ip.0.weight", "to_v_ip.weight": "processor.to_v_ip.0.weight"}
 
 
 def main():
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     os.makedirs(OUT, exist_ok=True)
-    vit_block()
-    unet_resnet_block()
-    cross_attention()
+    if "--check" in sys.argv[1:]:
+        for b in BLOCKS:
+            if os.path.exists(os.path.join(OUT, b.file)):
+                print(b.check(LEGACY_NAMES))
+        print(check_objectives())
+        return
+    for b in BLOCKS:
+        b.generate()
     infonce()
     adamw()
-    resampler()
     objectives()
 
 
