@@ -4,7 +4,7 @@ SHELL := /bin/bash
 BUN_VERSION := 1.4.5
 RUN ?= data/runs/demo
 
-.PHONY: all setup demo test typecheck tinybench tiny-model clean
+.PHONY: all setup demo test typecheck tinybench tiny-model patch-encoder encoder-split clean
 
 all: test
 
@@ -34,6 +34,24 @@ tinybench: setup
 # Remakes the committed tiny generator (checkpoints/tiny) from scratch into a new folder; resumable.
 tiny-model: setup
 	bun scripts/pretrain-tiny.ts --out data/pretrain/tiny-x0 --steps 4000 --batch 8 --lr 5e-4 --warmup 150 --scene-share 0.5 --prediction sample --save-every 250 --threads 2
+
+# Remakes the shipped patch encoder (checkpoints/patch-encoder, the default of score-patches and eval):
+# the SSL patch finetune of MobileNetV2 on the shared DreamBench photos plus tiny-world renders, with
+# the setting bench/encoder-split.ts chose on unseen subjects. Trains into data/patch-encoder
+# (resumable), then copies the result over the committed one (git checkout restores it).
+DREAMBENCH ?= ../shared/data/dreambench
+PATCH_ENCODER_FLAGS := --feature-layer block_13_expand_relu --train-blocks 2 --lr 3e-4 --schedule warmup --warmup 20 --steps 300 --batch 4 --seed 0
+patch-encoder: setup
+	@test -d $(DREAMBENCH) || { echo "$(DREAMBENCH) is missing: point DREAMBENCH= at DreamBench photos (<subject>/<n>.jpg)"; exit 1; }
+	bun scripts/render-tinyworld.ts --out data/encoder-data/tinyworld --split train,val --size 64 --scenes 1 --seed 0
+	bun scripts/finetune-encoder.ts --images $(DREAMBENCH) --images data/encoder-data/tinyworld $(PATCH_ENCODER_FLAGS) --out data/patch-encoder --save-every 50 --resume
+	mkdir -p checkpoints/patch-encoder
+	cp data/patch-encoder/weights.safetensors data/patch-encoder/state.json data/patch-encoder/train-log.jsonl checkpoints/patch-encoder/
+
+# How well the patch finetune generalizes to unseen DreamBench subjects, and which setting to ship
+# (bench/ENCODER-SPLIT.md); about an hour on a 2-core CPU, resumable.
+encoder-split: setup
+	bun bench/encoder-split.ts --photos $(DREAMBENCH)
 
 # bench-<name>: ours (bench/<name>.ts) vs PyTorch (bench/<name>.py), appended to bench/RESULTS.md
 bench-%: setup

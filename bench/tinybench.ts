@@ -25,6 +25,7 @@ import { parseArgs } from "node:util";
 import { encodePng, loadImage } from "../lib/io/images.ts";
 import { readJsonlAll } from "../lib/io/manifest.ts";
 import { GenerationRow } from "../lib/io/schemas.ts";
+import { RAW_ENCODER } from "../lib/models/featurizer.ts";
 import { Rng } from "../lib/rng.ts";
 import { FLAT_SCENES, type Split, subjectsOf } from "../lib/tinyworld/catalogue.ts";
 import { renderReference, renderScene } from "../lib/tinyworld/render.ts";
@@ -155,7 +156,8 @@ async function evalArm(dir: string, base: string, ipAdapter: string, seed: numbe
   const sceneDir = `${dir}-in-scenes`;
   copyRun(base, sceneDir, INPUTS);
   await personalized(sceneDir, ipAdapter, "scene", seed);
-  await evaluate({ ...EVAL, run: dir, setting: "all-refs", encoderFeature: "default" });
+  // The raw encoder's feature score, as in the results committed before the shipped encoder existed.
+  await evaluate({ ...EVAL, run: dir, setting: "all-refs", encoderFeature: RAW_ENCODER });
   const s = JSON.parse(readFileSync(join(dir, "eval", "summary.json"), "utf8")) as { metrics: Record<string, number> };
   return { judge: await judge({ run: dir }), sceneJudge: await judge({ run: sceneDir }), feature: s.metrics.feature! };
 }
@@ -201,10 +203,10 @@ async function runSeed(seed: number, params: Record<ArmName, ArmParams>, evalSpl
   const aucOf = async (enc: string, tag: string) => {
     const out = join(dir, `scores-${tag}`);
     copyRun(aucRun, out, [...INPUTS, "generations.jsonl", "generations"]);
-    await score({ ...SCORE, run: out, encoder: enc, ...(enc === "default" ? { featureLayer: LAYER } : {}), latentGrid: SIZE / 4 });
+    await score({ ...SCORE, run: out, encoder: enc, ...(enc === RAW_ENCODER ? { featureLayer: LAYER } : {}), latentGrid: SIZE / 4 });
     return (await judge({ run: out })).patchAuc?.auc ?? NaN;
   };
-  return { arms, heldOut, aucRaw: await aucOf("default", "raw"), aucSsl: await aucOf(encoder, "ssl"), trainPairs };
+  return { arms, heldOut, aucRaw: await aucOf(RAW_ENCODER, "raw"), aucSsl: await aucOf(encoder, "ssl"), trainPairs };
 }
 
 // ------------------------------------------------------------------ tables

@@ -8,7 +8,7 @@
 //                                                 find the wrong patches (ROC AUC)?
 //   5. finetune-encoder                           the patch encoder's self-supervised task, training
 //                                                 the blocks under the layer the scorer reads
-//   6. scorer check again, finetuned encoder
+//   6. scorer check again, finetuned encoder      and with the shipped default (checkpoints/patch-encoder)
 //   7. score-patches                              q_gen / q_ref maps and heatmaps of the real pairs
 //   8. dpo-epoch --objective patch-dpo            short PatchDPO epochs on the IP-Adapter
 //   9. generate-images again with the trained IP-Adapter (same prompts and seeds), into <run>-after
@@ -22,13 +22,10 @@ import { join } from "node:path";
 import { writeJsonAtomic } from "../lib/io/atomic.ts";
 import { parseFlags } from "../lib/io/cli.ts";
 import { runMain, UserError } from "../lib/io/errors.ts";
-import { writePng } from "../lib/io/images.ts";
 import { readJsonlAll } from "../lib/io/manifest.ts";
 import { runPaths } from "../lib/io/rundir.ts";
 import { ReferenceRow } from "../lib/io/schemas.ts";
-import { Rng } from "../lib/rng.ts";
-import { FLAT_SCENES, subjectsOf } from "../lib/tinyworld/catalogue.ts";
-import { renderReference, renderScene } from "../lib/tinyworld/render.ts";
+import { RAW_ENCODER } from "../lib/models/featurizer.ts";
 import { DEFAULTS as DPO_DEFAULTS, run as dpoEpoch } from "./dpo-epoch.ts";
 import { DEFAULTS as EVAL_DEFAULTS, run as evaluate } from "./eval.ts";
 import { DEFAULTS as FINETUNE_DEFAULTS, run as finetuneEncoder } from "./finetune-encoder.ts";
@@ -36,6 +33,7 @@ import { DEFAULTS as GENERATE_DEFAULTS, type GenerateOptions, run as generateIma
 import { type JudgeSummary, formatSummary, run as judge } from "./judge.ts";
 import { run as report } from "./report.ts";
 import { DEFAULTS as SCORE_DEFAULTS, run as scorePatches } from "./score-patches.ts";
+import { run as renderTinyWorld } from "./render-tinyworld.ts";
 import { DEFAULTS as PROMPT_DEFAULTS, run as synthesizePrompts } from "./synthesize-prompts.ts";
 
 export interface DemoOptions {
@@ -92,22 +90,14 @@ export async function run(opts: Partial<DemoOptions> & { run: string }) {
   await synthesizePrompts({ ...PROMPT_DEFAULTS, run: scorer, subjects: o.subjects, scenesPerSubject: 2, seed: o.seed + 1, world: "tiny", tinySplit: "test", force: false, log: () => {} });
   await generateImages(gen({ run: scorer, width: 224, height: 224 }));
   await generateImages(gen({ run: scorer, mode: "personalized", width: TINY, height: TINY, perReference: 2, defectRate: 1 }));
-  await scorePatches({ ...SCORE_DEFAULTS, run: scorer, featureLayer: LAYER, latentGrid: TINY / 4, force: true });
+  await scorePatches({ ...SCORE_DEFAULTS, run: scorer, encoder: RAW_ENCODER, featureLayer: LAYER, latentGrid: TINY / 4, force: true });
   const rawCheck = (await judge({ run: scorer })).patchAuc!;
   console.log(`    ROC AUC of low q_gen for the truly wrong patches: ${rawCheck.auc.toFixed(3)} (chance 0.500; ${rawCheck.wrong} of ${rawCheck.patches} subject patches wrong)`);
 
   step(5, `finetune-encoder (self-supervised patch InfoNCE) on tiny-world renders, blocks 12-13 under ${LAYER}`);
+  // Renders at the generator's size, as the scorer will see generations: on white and in a flat scene.
   const sslDir = join(before, "ssl-images");
-  if (!existsSync(sslDir)) {
-    // Renders at the generator's size, as the scorer will see generations: on white and in every scene.
-    mkdirSync(sslDir, { recursive: true });
-    const rng = new Rng(o.seed + 99);
-    for (const e of subjectsOf("train")) {
-      await writePng(join(sslDir, `${e.subject.id}-white.png`), renderReference(e.subject, TINY).image);
-      const sc = FLAT_SCENES[rng.int(FLAT_SCENES.length)]!;
-      await writePng(join(sslDir, `${e.subject.id}-${sc.name}.png`), renderScene(e.subject, sc, TINY, new Rng(rng.nextU32())).image);
-    }
-  }
+  await renderTinyWorld({ out: sslDir, splits: ["train"], size: TINY, scenes: 1, seed: o.seed });
   const encoder = join(before, "encoder-ssl");
   const ft = await finetuneEncoder({
     ...FINETUNE_DEFAULTS, cropScale: [0.5, 1], images: sslDir, out: encoder, featureLayer: LAYER, trainBlocks: 2, steps: o.sslSteps, lr: 3e-4, warmup: 5,
@@ -118,7 +108,10 @@ export async function run(opts: Partial<DemoOptions> & { run: string }) {
   step(6, "scorer check again, with the finetuned encoder");
   await scorePatches({ ...SCORE_DEFAULTS, run: scorer, encoder, latentGrid: TINY / 4, force: true });
   const sslCheck = (await judge({ run: scorer })).patchAuc!;
-  console.log(`    ROC AUC ${rawCheck.auc.toFixed(3)} (raw) -> ${sslCheck.auc.toFixed(3)} (finetuned); chance 0.500`);
+  // The encoder score-patches uses by default (checkpoints/patch-encoder: DreamBench photos + renders).
+  await scorePatches({ ...SCORE_DEFAULTS, run: scorer, latentGrid: TINY / 4, force: true });
+  const shippedCheck = (await judge({ run: scorer })).patchAuc!;
+  console.log(`    ROC AUC ${rawCheck.auc.toFixed(3)} (raw) -> ${sslCheck.auc.toFixed(3)} (finetuned here); the shipped default encoder ${shippedCheck.auc.toFixed(3)}; chance 0.500`);
 
   step(7, "score-patches with the finetuned encoder (latent grid 16x16)");
   await scorePatches({ ...SCORE_DEFAULTS, run: before, encoder, latentGrid: TINY / 4 });
@@ -163,12 +156,12 @@ export async function run(opts: Partial<DemoOptions> & { run: string }) {
   console.log(`\njudge, before -> after ${o.dpoEpochs} short PatchDPO epochs (${judgedBefore.images} images; chance = the same images judged against random catalogue subjects and backgrounds):`);
   for (const k of ["identity", "pattern", "detail", "allDetails"]) console.log(row(k, judgedBefore, judgedAfter));
   console.log(`feature score vs the references: ${sb.metrics.feature?.toFixed(4)} -> ${sa.metrics.feature?.toFixed(4)}   (baseline ${sx.metrics.feature?.toFixed(4)}: the same images against another subject's reference)`);
-  console.log(`scorer check (ROC AUC of low q_gen for wrong patches): raw ${rawCheck.auc.toFixed(3)}, finetuned ${sslCheck.auc.toFixed(3)}; chance 0.500`);
+  console.log(`scorer check (ROC AUC of low q_gen for wrong patches): raw ${rawCheck.auc.toFixed(3)}, finetuned here ${sslCheck.auc.toFixed(3)}, shipped default ${shippedCheck.auc.toFixed(3)}; chance 0.500`);
   console.log(`a demo this short shows the chain working, not the method's effect: that is TinyBench (make tinybench, bench/TINYBENCH.md)`);
   console.log(`report: ${rep.path}\nheatmaps: ${join(before, "heatmaps")}/`);
   const summary = {
     judge: { before: judgedBefore, after: judgedAfter },
-    scorerCheck: { raw: rawCheck, finetuned: sslCheck },
+    scorerCheck: { raw: rawCheck, finetuned: sslCheck, shipped: shippedCheck },
     sslAccuracy: { before: ft.accuracyBefore, after: ft.accuracyAfter },
     feature: { before: sb.metrics.feature, after: sa.metrics.feature, baseline: sx.metrics.feature },
     dpo: dpo.out,

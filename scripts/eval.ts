@@ -48,7 +48,7 @@ export interface EvalOptions {
   dino?: string;
   /** CLIP ViT-B/32 folder (transformers CLIPModel). */
   clip?: string;
-  /** "default" (embedded MobileNetV2), an encoder folder, or "none". */
+  /** "default" (the shipped SSL-finetuned patch encoder), "mobilenet_v2" (raw), an encoder folder, or "none". */
   encoderFeature: string;
   setting: Setting;
   /** single-ref: photo index (sorted by file name), a photo file stem, or "kosmosg" (the authors' per-subject choice). */
@@ -449,7 +449,8 @@ usage: bun scripts/eval.ts (--images <folder> --real <folder> | --run <dir> [--r
   --unique-token <t>       DreamBench's {0} token, if the generated prompts carry one (default: none)
   --dino <folder>          DINO ViT-S/16 (facebook/dino-vits16: config.json + model.safetensors, or onnx/model.onnx)
   --clip <folder>          CLIP ViT-B/32 (openai/clip-vit-base-patch32: config.json + model.safetensors + tokenizer)
-  --encoder-feature <e>    feature score encoder: "default" (embedded MobileNetV2), an encoder folder,
+  --encoder-feature <e>    feature score encoder: "default" (the shipped SSL-finetuned MobileNetV2, checkpoints/patch-encoder),
+                           "mobilenet_v2" (the embedded MobileNetV2 as pretrained), an encoder folder,
                            or "none" (default: ${DEFAULTS.encoderFeature})
   --setting <s>            all-refs | single-ref (default: ${DEFAULTS.setting})
   --ref-photo <p>          single-ref photo: index into the subject's photos sorted by name, a file

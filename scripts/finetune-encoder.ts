@@ -30,7 +30,7 @@ import { runPaths, stableHash } from "../lib/io/rundir.ts";
 import { recordStep } from "../lib/io/runlog.ts";
 import { ReferenceRow, TrainLogRow } from "../lib/io/schemas.ts";
 import type { PatchEncoder } from "../lib/models/encoder.ts";
-import { loadGraphEncoder } from "../lib/models/featurizer.ts";
+import { DEFAULT_PATCH_ENCODER, RAW_ENCODER, encoderFolder, loadGraphEncoder } from "../lib/models/featurizer.ts";
 import { Params } from "../lib/nn/params.ts";
 import { Rng } from "../lib/rng.ts";
 import { AdamW, allFinite, clipGradNorm, globalNorm } from "../lib/train/adamw.ts";
@@ -40,11 +40,11 @@ import { type ScheduleName, learningRate } from "../lib/train/schedule.ts";
 import { type ViewPair, type ViewOptions, VIEW_DEFAULTS, viewPairs } from "../lib/train/views.ts";
 
 export interface FinetuneOptions {
-  /** A folder of images (searched recursively: jpg, jpeg, png, webp). */
-  images?: string;
+  /** Folder(s) of images (searched recursively: jpg, jpeg, png, webp). */
+  images?: string | string[];
   /** A run directory: trains on the images of its references.jsonl. */
   run?: string;
-  /** Base encoder: "default" (embedded MobileNetV2), a ViT/DINOv2 folder or a finetuned checkpoint. */
+  /** Base encoder: "mobilenet_v2" (embedded, pretrained), "default" (the shipped finetuned one), a ViT/DINOv2 folder or a finetuned checkpoint. */
   encoder: string;
   /** MobileNetV2 feature map (out_relu 7x7, block_13_expand_relu 14x14); ViTs have one. */
   featureLayer?: string;
@@ -88,7 +88,7 @@ export interface FinetuneOptions {
 }
 
 export const DEFAULTS = {
-  encoder: "default", trainBlocks: 2, temperature: 0.07, lr: 1e-4, minLr: 1e-5, weightDecay: 0.01, schedule: "cosine", warmup: 20,
+  encoder: RAW_ENCODER, trainBlocks: 2, temperature: 0.07, lr: 1e-4, minLr: 1e-5, weightDecay: 0.01, schedule: "cosine", warmup: 20,
   steps: 500, batch: 4, matches: 0, clip: 1.0, holdout: 8, holdoutViews: 4, cropScale: [0.25, 1], jitter: 0.4, seed: 0, saveEvery: 100,
   resume: false, force: false, device: "cpu", threads: 0,
 } as const satisfies Partial<FinetuneOptions>;
@@ -204,10 +204,11 @@ function matchAccuracy(feats: Float32Array, C: number, hw: number, pairs: ViewPa
 }
 
 export async function run(o: FinetuneOptions): Promise<FinetuneResult> {
-  if (!!o.images === !!o.run) throw new UsageError("give exactly one of --images <folder> or --run <dir>");
-  const files = o.images ? listImages(o.images) : await imagesFromRun(o.run!);
+  const folders = o.images === undefined ? [] : typeof o.images === "string" ? [o.images] : o.images;
+  if (!!folders.length === !!o.run) throw new UsageError("give exactly one of --images <folder> (repeatable) or --run <dir>");
+  const files = folders.length ? folders.flatMap(listImages) : await imagesFromRun(o.run!);
   if (files.length === 0) {
-    throw new UserError(o.images ? `no images (jpg, jpeg, png, webp) found under ${resolve(o.images)}; point --images at a folder of photos` : `${runPaths(o.run!).references} lists no references; generate them first`);
+    throw new UserError(folders.length ? `no images (jpg, jpeg, png, webp) found under ${folders.map((f) => resolve(f)).join(", ")}; point --images at a folder of photos` : `${runPaths(o.run!).references} lists no references; generate them first`);
   }
   for (const f of files) if (!existsSync(f)) throw new UserError(`image ${f} does not exist`);
   if (o.holdout >= files.length) {
@@ -285,14 +286,17 @@ export async function run(o: FinetuneOptions): Promise<FinetuneResult> {
   };
 
   // ---- output folder, fresh or resumed
-  const name = o.name ?? `${o.encoder === "default" ? "mobilenet_v2" : basename(resolve(o.encoder))}-ssl`;
+  // The base as a name that means the same thing later: "default" moves with the shipped encoder.
+  const base = o.encoder === "default" ? "patch-encoder" : o.encoder;
+  const name = o.name ?? `${encoderFolder(base) ? basename(encoderFolder(base)!) : base}-ssl`;
   const out = resolve(o.out ?? join("checkpoints", name));
+  if (out === DEFAULT_PATCH_ENCODER) throw new UserError(`${out} is the shipped patch encoder; finetune into another --out (make patch-encoder writes data/patch-encoder) and copy it over once you trust it`);
   const logPath = join(out, "train-log.jsonl");
   const config = {
-    encoder: o.encoder, featureLayer: o.featureLayer ?? null, imageSize: S, trainBlocks: o.trainBlocks, temperature: o.temperature,
+    encoder: base, featureLayer: o.featureLayer ?? null, imageSize: S, trainBlocks: o.trainBlocks, temperature: o.temperature,
     lr: o.lr, minLr: o.minLr, weightDecay: o.weightDecay, schedule: o.schedule, warmup: o.warmup, steps: o.steps, batch: B, matches: M,
     clip: o.clip, holdout: o.holdout, holdoutViews: o.holdoutViews, cropScale: o.cropScale, jitter: o.jitter, seed: o.seed,
-    images: o.images ? resolve(o.images) : resolve(o.run!), patchGrid: [C, h, w], trained: trained.map((t) => t.name),
+    images: folders.length === 1 ? resolve(folders[0]!) : folders.length ? folders.map((f) => resolve(f)) : resolve(o.run!), patchGrid: [C, h, w], trained: trained.map((t) => t.name),
   };
   const stepDirs = () => (existsSync(out) ? readdirSync(out).filter((d) => /^step-\d+$/.test(d)) : []);
   const resumeFrom = o.resume && !o.force ? latestCheckpoint(out) : undefined;
@@ -429,9 +433,10 @@ const HELP = `finetune-encoder: self-supervised patch finetuning of the patch en
 
 usage: bun scripts/finetune-encoder.ts (--images <folder> | --run <dir>) [options]
 
-  --images <folder>       train on the images under this folder (recursively: jpg, jpeg, png, webp)
+  --images <folder>       train on the images under this folder (recursively: jpg, jpeg, png, webp); repeat for several
   --run <dir>             train on the reference images of a run (references.jsonl)
-  --encoder <spec>        "default" (embedded MobileNetV2), a ViT/DINOv2 folder or a finetuned checkpoint (default: ${DEFAULTS.encoder})
+  --encoder <spec>        mobilenet_v2 (embedded, pretrained), default (the shipped finetuned patch encoder),
+                          a ViT/DINOv2 folder or a finetuned checkpoint (default: ${DEFAULTS.encoder})
   --feature-layer <name>  MobileNetV2 feature map: out_relu (7x7, default) or block_13_expand_relu (14x14)
   --image-size <px>       side of each view (default: the encoder's input size, 224 for MobileNetV2)
   --train-blocks <k>      last blocks to train up to the feature layer: MobileNetV2 block_{17-k..16} + Conv_1 (out_relu) or
@@ -468,7 +473,7 @@ state.json (config.encoder names the base encoder, so --encoder <out> loads it) 
 if (import.meta.main) {
   await runMain(async () => {
     const v = parseFlags({
-      images: { type: "string" }, run: { type: "string" }, encoder: { type: "string", default: DEFAULTS.encoder },
+      images: { type: "string", multiple: true }, run: { type: "string" }, encoder: { type: "string", default: DEFAULTS.encoder },
       "feature-layer": { type: "string" }, "image-size": { type: "string" },
       "train-blocks": { type: "string", default: String(DEFAULTS.trainBlocks) },
       temperature: { type: "string", default: String(DEFAULTS.temperature) },

@@ -33,7 +33,7 @@ export interface ScoreOptions {
   pairs?: string;
   /** Output folder for --pairs (default: the pairs file's folder). */
   out?: string;
-  /** "default" (embedded MobileNetV2) or an encoder folder. */
+  /** "default" (the shipped SSL-finetuned patch encoder), "mobilenet_v2" (raw) or an encoder folder. */
   encoder: string;
   featureLayer?: string;
   /** Side of the square latent grid the maps are resized to (64 for 512 px SD). */
@@ -124,17 +124,30 @@ export async function run(o: ScoreOptions): Promise<{ scored: number; skipped: n
   const bar = progress(todo.length, "score-patches");
   const rel = (abs: string) => relative(outDir, abs).split("\\").join("/");
 
+  // An image recurs across pairs (a reference has many generations; an eval grid pairs each photo
+  // with many): each is read and encoded once while it stays in this small cache.
+  const seen = new Map<string, { img: RgbImage; patches: Float32Array }>();
+  let grid: [number, number, number] = [0, 0, 0];
+  const encode = async (files: string[]) => {
+    const missing = [...new Set(files)].filter((f) => !seen.has(f));
+    const imgs: RgbImage[] = [];
+    for (const f of missing) imgs.push(await loadImage(f));
+    if (imgs.length) {
+      const f = await feat.features(imgs);
+      grid = f.patchShape;
+      const per = grid[0] * grid[1] * grid[2];
+      missing.forEach((file, k) => seen.set(file, { img: imgs[k]!, patches: f.patches.slice(k * per, (k + 1) * per) }));
+    }
+    return files.map((f) => seen.get(f)!);
+  };
+  const CACHED_IMAGES = 64;
+
   for (let i = 0; i < todo.length; i += o.batch) {
     const chunk = todo.slice(i, i + o.batch);
-    const refs: RgbImage[] = [];
-    const gens: RgbImage[] = [];
-    for (const p of chunk) {
-      refs.push(await loadImage(p.refAbs));
-      gens.push(await loadImage(p.genAbs));
-    }
-    const [fr, fg] = [await feat.features(refs), await feat.features(gens)];
-    const [C, h, w] = fg.patchShape;
-    const per = C * h * w;
+    const both = await encode(chunk.flatMap((p) => [p.refAbs, p.genAbs]));
+    const refs = both.filter((_, j) => j % 2 === 0).map((e) => e.img);
+    const gens = both.filter((_, j) => j % 2 === 1).map((e) => e.img);
+    const [C, h, w] = grid;
     for (let k = 0; k < chunk.length; k++) {
       const p = chunk[k]!;
       // Background patches of both images (near-white) are masked: left out of the matching and
@@ -143,8 +156,8 @@ export async function run(o: ScoreOptions): Promise<{ scored: number; skipped: n
       // then match nothing on the reference (TinyBench measures that construction too).
       const mask = backgroundMask(refs[k]!, h, w);
       const genMask = backgroundMask(gens[k]!, h, w);
-      const gen = { data: fg.patches.subarray(k * per, (k + 1) * per), c: C, h, w };
-      const ref = { data: fr.patches.subarray(k * per, (k + 1) * per), c: C, h, w };
+      const gen = { data: both[2 * k + 1]!.patches, c: C, h, w };
+      const ref = { data: both[2 * k]!.patches, c: C, h, w };
       const q = qualityMaps(gen, ref, mask); // q_gen[i] = max over unmasked reference patches
       const back = qualityMaps(ref, gen, genMask); // q_ref[j] = max over unmasked generated patches
       const norm = { mode: o.normalization } as const;
@@ -176,6 +189,7 @@ export async function run(o: ScoreOptions): Promise<{ scored: number; skipped: n
       }, PatchScoreRow);
       bar.tick();
     }
+    for (const f of seen.keys()) if (seen.size > CACHED_IMAGES) seen.delete(f); // oldest first
   }
   bar.done();
   return { scored: todo.length, skipped: mine.length - todo.length, manifest };
@@ -203,8 +217,11 @@ usage: bun scripts/score-patches.ts (--run <dir> | --pairs <file.jsonl> [--out <
   --run <dir>             run directory with references.jsonl + generations.jsonl
   --pairs <file>          JSONL rows {"id", "reference", "generated"}, image paths relative to the file
   --out <dir>             where --pairs results go (default: the pairs file's folder)
-  --encoder <spec>        "default" (embedded MobileNetV2) or an encoder folder (default: ${DEFAULTS.encoder})
-  --feature-layer <name>  MobileNetV2 feature map: out_relu (7x7) or block_13_expand_relu (14x14)
+  --encoder <spec>        default: the shipped SSL-finetuned patch encoder (checkpoints/patch-encoder, read at
+                          block_13_expand_relu, the layer it was trained for); mobilenet_v2: the embedded
+                          MobileNetV2 as pretrained (any --feature-layer); or an encoder folder (default: ${DEFAULTS.encoder})
+  --feature-layer <name>  MobileNetV2 feature map: out_relu (7x7) or block_13_expand_relu (14x14); a finetuned encoder
+                          is read at the layer it was trained for (another is refused), raw mobilenet_v2 at out_relu by default
   --latent-grid <n>       side of the latent-resolution maps (default: ${DEFAULTS.latentGrid}; 64 for 512 px SD, 128 for SDXL)
   --low-threshold <q>     quality below which a generated patch counts as low (default: ${DEFAULTS.lowThreshold})
   --normalization <m>     clamp | minmax (default: ${DEFAULTS.normalization}; see lib/patch/quality.ts)

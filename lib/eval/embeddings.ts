@@ -19,12 +19,11 @@
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
-import * as ort from "onnxruntime-node";
 import * as G from "../graph/index.ts";
 import { UserError } from "../io/errors.ts";
 import { CLIP_MEAN, CLIP_STD, type PreprocessOptions, type RgbImage, preprocessImage } from "../io/images.ts";
 import { openSafetensors, writeSafetensors } from "../io/safetensors.ts";
-import { ENCODER_KINDS_HELP, type GraphEncoder, loadGraphEncoder, loadVitFolder } from "../models/featurizer.ts";
+import { ENCODER_KINDS_HELP, type GraphEncoder, RAW_ENCODER, encoderFolder, loadGraphEncoder, loadVitFolder } from "../models/featurizer.ts";
 import { clipTextConfigFromJson, clipTextForward, clipTextInputs } from "../models/clip-text.ts";
 import { ClipTokenizer } from "../models/clip-tokenizer.ts";
 import { clipVisionConfigFromJson, clipVisionForward } from "../models/clip-vision.ts";
@@ -163,7 +162,8 @@ export async function onnxEmbedder(metric: ImageEmbedder["metric"], dir: string,
   const size = cfg.crop_size ?? cfg.size;
   const S = typeof size === "number" ? size : Number((size as Record<string, number> | undefined)?.height ?? (size as Record<string, number> | undefined)?.shortest_edge ?? 224);
   const p = pre ?? protocolFor(S, (cfg.image_mean as number[]) ?? DINO_PREPROCESS.mean, (cfg.image_std as number[]) ?? DINO_PREPROCESS.std);
-  const session = await ort.InferenceSession.create(join(dir, "onnx", "model.onnx"), { executionProviders: [opts.device ?? "cpu"] as never, intraOpNumThreads: opts.threads ?? 0 });
+  // Through lib/graph: the same session cache and --device handling as the graph-built encoders.
+  const session = await G.openOnnxFile(join(dir, "onnx", "model.onnx"), { device: opts.device, threads: opts.threads });
   const inputName = session.inputNames.includes("pixel_values") ? "pixel_values" : session.inputNames[0]!;
   const outputName = session.outputNames.includes("last_hidden_state") ? "last_hidden_state" : session.outputNames[0]!;
   const batch = opts.batch ?? 8;
@@ -179,7 +179,7 @@ export async function onnxEmbedder(metric: ImageEmbedder["metric"], dir: string,
       for (let i = 0; i < images.length; i += batch) {
         const chunk = images.slice(i, i + batch);
         const x = stack(preprocess, chunk, chunk.length, per);
-        const r = (await session.run({ [inputName]: new ort.Tensor("float32", x, [chunk.length, 3, p.crop, p.crop]) }))[outputName]!;
+        const r = (await session.run({ [inputName]: { data: x, dims: [chunk.length, 3, p.crop, p.crop] } }))[outputName]!;
         const data = r.data as Float32Array;
         const dims = r.dims as number[];
         const stride = dims.slice(1).reduce((a, b) => a * b, 1);
@@ -210,12 +210,11 @@ export async function dinoEmbedder(dir: string, opts: EmbedderOptions = {}): Pro
 
 /** `--encoder-feature default|<folder>`: the feature score's global embedding. */
 export async function featureEmbedder(spec = "default", opts: EmbedderOptions = {}): Promise<ImageEmbedder> {
-  if (spec !== "default" && hasOnnx(resolve(spec))) return onnxEmbedder("feature", resolve(spec), undefined, opts);
+  const dir = encoderFolder(spec); // undefined: the embedded raw MobileNetV2
+  if (dir && hasOnnx(dir)) return onnxEmbedder("feature", dir, undefined, opts);
   const ge = loadGraphEncoder(spec);
   const pre = protocolFor(ge.encoder.imageSize, ge.encoder.mean, ge.encoder.std);
-  const isDefault = spec === "default" || spec === "mobilenet_v2";
-  const files = isDefault ? folderStamp(nsfwjsModelDir()) : folderStamp(resolve(spec));
-  return graphEmbedder("feature", ge, pre, encoderKey("feature", isDefault ? "default" : resolve(spec), files, pre), opts);
+  return graphEmbedder("feature", ge, pre, encoderKey("feature", dir ?? RAW_ENCODER, folderStamp(dir ?? nsfwjsModelDir()), pre), opts);
 }
 
 /**

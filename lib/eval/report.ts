@@ -339,7 +339,7 @@ export async function buildReport(o: ReportOptions): Promise<string> {
   if (dreambench) for (const p of PUBLISHED[setting]) rows.push({ label: p.method, values: { dino: p.dino, clipI: p.clipI, clipT: p.clipT }, cls: "published" });
   const shown = dreambench ? METRICS.filter((m) => metrics.includes(m) || m !== "feature") : metrics;
   html.push(metricTable(rows, shown));
-  html.push(`<p class="note">Each subject's score is the mean cosine over all (generated, real photo) pairs${setting === "single-ref" ? " (one chosen photo per subject)" : ""}; the headline is the mean over subjects. The feature score (embedded MobileNetV2) is not comparable with DINO numbers.${dreambench ? ` Published numbers cover all ${DREAMBENCH_SUBJECTS} DreamBench subjects; this evaluation covers ${Object.keys(summary.subjects).length}.` : ""}</p>`);
+  html.push(`<p class="note">Each subject's score is the mean cosine over all (generated, real photo) pairs${setting === "single-ref" ? " (one chosen photo per subject)" : ""}; the headline is the mean over subjects. The feature score (a MobileNetV2 embedding, the shipped SSL-finetuned one unless --encoder-feature says otherwise) is not comparable with DINO numbers.${dreambench ? ` Published numbers cover all ${DREAMBENCH_SUBJECTS} DreamBench subjects; this evaluation covers ${Object.keys(summary.subjects).length}.` : ""}</p>`);
   if (before) {
     html.push(`<h2 id="compare">Before / after</h2>`);
     html.push(compareTables(before, summary, o.compare!, metrics));

@@ -1,5 +1,7 @@
 // One way to get patch features from any encoder a user points at:
-//   --encoder default            the embedded MobileNetV2 (nsfwjs), built with lib/graph
+//   --encoder default            the shipped SSL-finetuned patch encoder (checkpoints/patch-encoder:
+//                                MobileNetV2 with its blocks under block_13_expand_relu finetuned)
+//   --encoder mobilenet_v2       the embedded MobileNetV2 (nsfwjs) as pretrained, built with lib/graph
 //   --encoder <folder>           detected from its files:
 //     config.json (model_type vit | dinov2 | dinov2_with_registers) + model.safetensors
 //                                -> ViT/DINO/DINOv2 built with lib/graph (weights read in place)
@@ -12,7 +14,6 @@
 
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import * as ort from "onnxruntime-node";
 import * as G from "../graph/index.ts";
 import { UserError } from "../io/errors.ts";
 import { type RgbImage, resizeBicubic, toCHW } from "../io/images.ts";
@@ -48,8 +49,9 @@ export interface FeaturizerOptions {
   batchSize?: number;
 }
 
-export const ENCODER_KINDS_HELP = `an encoder folder must be one of:
-  default                      the embedded MobileNetV2 (nsfwjs, no files needed)
+export const ENCODER_KINDS_HELP = `an encoder is one of:
+  default                      the shipped SSL-finetuned patch encoder (checkpoints/patch-encoder)
+  mobilenet_v2                 the embedded MobileNetV2 as pretrained (nsfwjs, no files needed)
   ViT / DINO / DINOv2          config.json (model_type "vit", "dinov2" or "dinov2_with_registers") + model.safetensors
   transformers.js ONNX export  onnx/model.onnx + config.json + preprocessor_config.json
   finetune-encoder checkpoint  weights.safetensors + state.json (written by scripts/finetune-encoder.ts)`;
@@ -116,19 +118,38 @@ export function loadVitFolder(dir: string): GraphEncoder {
   return { encoder, source };
 }
 
-/** Resolves `--encoder` to a graph encoder (default, ViT folder or finetuned checkpoint). */
+/** The shipped patch encoder behind `--encoder default` (made by `make patch-encoder`; recipe.json says how). */
+export const DEFAULT_PATCH_ENCODER = resolve(import.meta.dir, "../../checkpoints/patch-encoder");
+/** The raw, pretrained encoder's name: one flag away from the default (`--encoder mobilenet_v2`). */
+export const RAW_ENCODER = "mobilenet_v2";
+
+/** The folder an `--encoder` spec names, or undefined for the embedded raw MobileNetV2. */
+export function encoderFolder(spec: string): string | undefined {
+  if (spec === RAW_ENCODER) return undefined;
+  if (spec === "default" || spec === "patch-encoder") {
+    if (!existsSync(join(DEFAULT_PATCH_ENCODER, "weights.safetensors"))) {
+      throw new UserError(`the shipped patch encoder ${DEFAULT_PATCH_ENCODER} is missing (restore it with git checkout, remake it with make patch-encoder, or pass --encoder ${RAW_ENCODER} for the raw MobileNetV2)`);
+    }
+    return DEFAULT_PATCH_ENCODER;
+  }
+  return resolve(spec);
+}
+
+/** Resolves `--encoder` to a graph encoder (default, mobilenet_v2, ViT folder or finetuned checkpoint). */
 export function loadGraphEncoder(spec: string): GraphEncoder {
-  if (spec === "default" || spec === "mobilenet_v2") {
+  const dir = encoderFolder(spec);
+  if (dir === undefined) {
     const { encoder, source } = loadMobileNetV2();
     return { encoder, source };
   }
-  const dir = resolve(spec);
   if (!existsSync(dir)) throw new UserError(`encoder folder ${dir} does not exist; ${ENCODER_KINDS_HELP}`);
   if (existsSync(join(dir, "weights.safetensors")) && existsSync(join(dir, "state.json"))) {
     const state = readJson(join(dir, "state.json")) as { config?: { encoder?: string; featureLayer?: string | null } };
     const base = state.config?.encoder;
     if (typeof base !== "string") throw new UserError(`${dir}/state.json does not name its base encoder (config.encoder)`);
-    const b = loadGraphEncoder(base);
+    // Checkpoints written before the shipped encoder existed name the raw MobileNetV2 "default";
+    // finetune-encoder now records "mobilenet_v2" or "patch-encoder", never "default".
+    const b = loadGraphEncoder(base === "default" ? RAW_ENCODER : base);
     const source = new OverlaySource(b.source, new SafetensorsSource([join(dir, "weights.safetensors")]));
     const trainedLayer = state.config?.featureLayer ?? b.encoder.defaultLayer;
     return { encoder: { ...b.encoder, name: `${b.encoder.name} finetuned (${dir})`, source }, source, ...(trainedLayer ? { trainedLayer } : {}) };
@@ -157,7 +178,7 @@ export function graphFeaturizer(ge: GraphEncoder, opts: FeaturizerOptions = {}):
   // read weights the finetune never touched (or mix trained and untrained blocks).
   const layer = opts.featureLayer ?? ge.trainedLayer;
   if (ge.trainedLayer && layer !== ge.trainedLayer) {
-    throw new UserError(`${encoder.name} was finetuned for feature layer ${ge.trainedLayer}, not ${layer}: drop --feature-layer (it defaults to the trained layer), or finetune with --feature-layer ${layer}`);
+    throw new UserError(`${encoder.name} was finetuned for feature layer ${ge.trainedLayer}, not ${layer}: drop --feature-layer (it defaults to the trained layer), use the raw encoder (--encoder ${RAW_ENCODER}) at ${layer}, or finetune with --feature-layer ${layer}`);
   }
   const g = new G.Graph();
   const x = g.input("images", [batch, 3, S, S]);
@@ -195,10 +216,8 @@ export async function onnxFeaturizer(dir: string, opts: FeaturizerOptions = {}):
   const std = (pre.image_std as number[]) ?? [0.229, 0.224, 0.225];
   const patch = Number(cfg.patch_size ?? 16);
   const registers = Number(cfg.num_register_tokens ?? 0);
-  const session = await ort.InferenceSession.create(join(dir, "onnx", "model.onnx"), {
-    executionProviders: [opts.device ?? "cpu"] as never,
-    intraOpNumThreads: opts.threads ?? 0,
-  });
+  // Through lib/graph: the same session cache and --device handling as the graph-built encoders.
+  const session = await G.openOnnxFile(join(dir, "onnx", "model.onnx"), { device: opts.device, threads: opts.threads });
   const inputName = session.inputNames.includes("pixel_values") ? "pixel_values" : session.inputNames[0]!;
   const outputName = session.outputNames.includes("last_hidden_state") ? "last_hidden_state" : session.outputNames[0]!;
   const grid = S / patch;
@@ -208,7 +227,7 @@ export async function onnxFeaturizer(dir: string, opts: FeaturizerOptions = {}):
     preprocess: (images) => stackImages(images, S, mean, std, images.length),
     async features(images) {
       const x = stackImages(images, S, mean, std, images.length);
-      const r = await session.run({ [inputName]: new ort.Tensor("float32", x, [images.length, 3, S, S]) });
+      const r = await session.run({ [inputName]: { data: x, dims: [images.length, 3, S, S] } });
       const hidden = r[outputName]!;
       const [B, L, C] = hidden.dims as [number, number, number];
       const skip = 1 + registers;
@@ -230,8 +249,8 @@ export async function onnxFeaturizer(dir: string, opts: FeaturizerOptions = {}):
 
 /** `--encoder` -> a featurizer, whatever kind of folder it is. */
 export async function loadFeaturizer(spec: string, opts: FeaturizerOptions = {}): Promise<Featurizer> {
-  const dir = resolve(spec);
-  if (spec !== "default" && existsSync(join(dir, "onnx", "model.onnx"))) {
+  const dir = encoderFolder(spec);
+  if (dir && existsSync(join(dir, "onnx", "model.onnx"))) {
     for (const f of ["config.json", "preprocessor_config.json"]) {
       if (!existsSync(join(dir, f))) throw new UserError(`${dir} has onnx/model.onnx but no ${f}; ${ENCODER_KINDS_HELP}`);
     }

@@ -11,7 +11,7 @@ import { type RgbImage, writePng } from "../../lib/io/images.ts";
 import { appendJsonl, readJsonlAll } from "../../lib/io/manifest.ts";
 import { type TensorInput, writeSafetensors } from "../../lib/io/safetensors.ts";
 import { TrainLogRow } from "../../lib/io/schemas.ts";
-import { loadFeaturizer, loadGraphEncoder } from "../../lib/models/featurizer.ts";
+import { DEFAULT_PATCH_ENCODER, RAW_ENCODER, loadFeaturizer, loadGraphEncoder } from "../../lib/models/featurizer.ts";
 import { vitConfigFromJson, vitParamShapes } from "../../lib/models/vit.ts";
 import { Rng } from "../../lib/rng.ts";
 import { correspondences, imageToView, patchCentre, viewPairs, viewToImage } from "../../lib/train/views.ts";
@@ -161,6 +161,19 @@ describe("finetune-encoder", () => {
     await expect(loadFeaturizer(out, { featureLayer: "out_relu" })).rejects.toThrow(/finetuned for feature layer block_13_expand_relu, not out_relu/);
   });
 
+  test("--images takes several folders; --encoder default records its base as patch-encoder; the shipped encoder is never overwritten", async () => {
+    await syntheticImages(join(tmp, "more"), 2);
+    const out = join(tmp, "two-folders");
+    const r = await run(tiny({ images: [join(tmp, "synthetic"), join(tmp, "more")], out, encoder: "default", featureLayer: "block_13_expand_relu", steps: 1, saveEvery: 0 }));
+    expect(r.trainImages + r.holdoutImages).toBe(6);
+    const state = JSON.parse(readFileSync(join(out, "state.json"), "utf8"));
+    // "default" would follow the shipped encoder when it is remade; the name of the checkpoint does not move.
+    expect(state.config.encoder).toBe("patch-encoder");
+    expect(state.config.images).toEqual([join(tmp, "synthetic"), join(tmp, "more")]);
+    expect((await loadFeaturizer(out, { batchSize: 1 })).name).toContain("patch-encoder");
+    await expect(run(tiny({ out: DEFAULT_PATCH_ENCODER, steps: 1 }))).rejects.toThrow(/shipped patch encoder/);
+  });
+
   test("resume: 3 steps + --resume to 6 gives byte-identical weights to 6 uninterrupted steps", async () => {
     const whole = await run(tiny({ out: join(tmp, "whole") }));
     expect(whole.finished).toBe(true);
@@ -189,11 +202,11 @@ describe("finetune-encoder", () => {
 
     // The output folder is an encoder: the base with the trained block laid over it.
     const state = JSON.parse(readFileSync(join(tmp, "whole", "state.json"), "utf8"));
-    expect(state.config.encoder).toBe("default");
+    expect(state.config.encoder).toBe(RAW_ENCODER);
     expect(state.step).toBe(6);
     expect(state.config.trained.every((n: string) => /^(block_16_|Conv_1)/.test(n))).toBe(true);
     const probe: RgbImage = { width: 224, height: 224, data: new Uint8Array(224 * 224 * 3).fill(90) };
-    const base = await (await loadFeaturizer("default", { batchSize: 1 })).features([probe]);
+    const base = await (await loadFeaturizer(RAW_ENCODER, { batchSize: 1 })).features([probe]);
     const tuned = await (await loadFeaturizer(join(tmp, "whole"), { batchSize: 1 })).features([probe]);
     expect(tuned.patchShape).toEqual(base.patchShape);
     let diff = 0;
@@ -279,7 +292,7 @@ describe("finetune-encoder", () => {
     await expect(run(tiny({ out: join(tmp, "nan"), temperature: 1e-45, steps: 8 }))).rejects.toThrow(/5 steps in a row had NaN\/Inf/);
     expect(existsSync(join(tmp, "nan", "train-log.jsonl"))).toBe(false);
     // The trained blocks are the last ones under the feature layer the scorer reads.
-    const mobilenet = loadGraphEncoder("default").encoder;
+    const mobilenet = loadGraphEncoder(RAW_ENCODER).encoder;
     const under13 = trainableWeights(mobilenet, 2, "block_13_expand_relu");
     const names = mobilenet.source.names();
     expect(names.filter(under13).every((n) => /^block_1[23]_/.test(n))).toBe(true);
