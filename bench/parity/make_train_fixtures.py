@@ -121,46 +121,57 @@ def fixture(path, leaves, extra, loss, description):
 # ------------------------------------------------------------------------------ upstream blocks
 
 class Block:
-    """One block fixture: `draw(gen)` returns (inputs, weights, R) in float32 (the inputs first in
-    the fixture's leaf order), `compute(leaves, R)` runs the upstream module in float64 and returns
-    {"out": ...}; the loss is sum(out * R)."""
+    """One block fixture: `draw(gen)` returns (inputs, weights, consts) in float32 (the inputs first
+    in the fixture's leaf order; consts hold the random loss weights R), `compute(leaves, consts)`
+    runs the upstream module in float64 and returns its outputs by name; the loss is the sum over
+    `pairs` (output, R) of sum(output * R). The fixture stores the leaves, the consts, the outputs,
+    the loss and the gradient of the loss with respect to every leaf."""
 
-    def __init__(self, file, seed, draw, compute, description, sources):
+    def __init__(self, file, seed, draw, compute, description, sources, pairs=(("out", "R"),), out=None, generator=None, config=None):
         self.file, self.seed, self.draw, self.compute = file, seed, draw, compute
-        self.description, self.sources = description, sources
+        self.description, self.sources, self.pairs, self.config = description, sources, list(pairs), config
+        self.out = out or OUT
+        self.generator = generator or "bench/parity/make_train_fixtures.py"
+
+    def loss(self, outs, consts):
+        return sum((outs[o] * consts[r]).sum() for o, r in self.pairs)
 
     def generate(self):
         gen = torch.Generator().manual_seed(self.seed)
-        inputs, weights, R = self.draw(gen)
+        inputs, weights, consts = self.draw(gen)
         leaves = {k: v.to(F64).requires_grad_(True) for k, v in {**inputs, **weights}.items()}
-        outs = self.compute(leaves, R.to(F64))
-        loss = (outs["out"] * R.to(F64)).sum()
+        consts64 = {k: v.to(F64) for k, v in consts.items()}
+        outs = self.compute(leaves, consts64)
+        loss = self.loss(outs, consts64)
         names = list(leaves)
         grads = torch.autograd.grad(loss, [leaves[n] for n in names])
         tensors = dict(leaves)
-        tensors["R"] = R
+        tensors.update(consts)
         tensors.update(outs)
         tensors["loss"] = loss.detach().reshape(1)
         tensors.update({f"grad.{n}": g for n, g in zip(names, grads)})
         meta = {
-            "generator": "bench/parity/make_train_fixtures.py",
+            "generator": self.generator,
             "torch": torch.__version__,
             "upstream": upstream.provenance(*self.sources),
             "compute": "the upstream module in float64 on float32 inputs and weights, stored float32",
-            "loss": "sum(out * R)",
+            "loss": " + ".join(f"sum({o} * {r})" for o, r in self.pairs),
             "description": self.description,
             "inputs": json.dumps(names),
         }
-        write_safetensors(os.path.join(OUT, self.file), tensors, meta)
+        if self.config is not None:
+            meta["config"] = json.dumps(self.config)
+        write_safetensors(os.path.join(self.out, self.file), tensors, meta)
 
     def check(self, rename=None):
         """Recomputes the committed fixture from its own weights and inputs; returns the Diff."""
-        meta, t = upstream.read_fixture(os.path.join(OUT, self.file))
+        meta, t = upstream.read_fixture(os.path.join(self.out, self.file))
         rename = rename or {}
         names = json.loads(meta["inputs"])
         leaves = {rename.get(n, n): t[n].clone().requires_grad_(True) for n in names}
-        outs = self.compute(leaves, t["R"])
-        loss = (outs["out"] * t["R"]).sum()
+        consts = {r: t[r] for _, r in self.pairs}
+        outs = self.compute(leaves, consts)
+        loss = self.loss(outs, consts)
         grads = torch.autograd.grad(loss, list(leaves.values()))
         d = upstream.Diff(self.file)
         for k, v in outs.items():
@@ -187,10 +198,10 @@ def _dinov2_layer():
 
 def vit_block_draw(gen):
     w = upstream.draw_params(_dinov2_layer(), gen, special=lambda n, s: (0.2, 0.5) if n.endswith("lambda1") else None)
-    return {"x": randn(gen, 2, 5, 32)}, w, randn(gen, 2, 5, 32)
+    return {"x": randn(gen, 2, 5, 32)}, w, {"R": randn(gen, 2, 5, 32)}
 
 
-def vit_block_compute(leaves, R):
+def vit_block_compute(leaves, consts):
     layer = _dinov2_layer()
     return {"out": upstream.call(layer, {k: v for k, v in leaves.items() if k != "x"}, leaves["x"])[0]}
 
@@ -204,10 +215,10 @@ def _resnet_block():
 
 def unet_resnet_block_draw(gen):
     w = upstream.draw_params(_resnet_block(), gen)
-    return {"x": randn(gen, 2, 8, 6, 6), "temb": randn(gen, 2, 12)}, w, randn(gen, 2, 16, 6, 6)
+    return {"x": randn(gen, 2, 8, 6, 6), "temb": randn(gen, 2, 12)}, w, {"R": randn(gen, 2, 16, 6, 6)}
 
 
-def unet_resnet_block_compute(leaves, R):
+def unet_resnet_block_compute(leaves, consts):
     block = _resnet_block()
     return {"out": upstream.call(block, {k: v for k, v in leaves.items() if k not in ("x", "temb")}, leaves["x"], leaves["temb"])}
 
@@ -226,10 +237,10 @@ def _cross_attention():
 def cross_attention_draw(gen):
     w = upstream.draw_params(_cross_attention(), gen)
     inputs = {"x": randn(gen, 2, 9, 16), "context": randn(gen, 2, 7, 24), "image_tokens": randn(gen, 2, 4, 24)}
-    return inputs, w, randn(gen, 2, 9, 16)
+    return inputs, w, {"R": randn(gen, 2, 9, 16)}
 
 
-def cross_attention_compute(leaves, R):
+def cross_attention_compute(leaves, consts):
     INPUTS = ("x", "context", "image_tokens")
     w = {k: v for k, v in leaves.items() if k not in INPUTS}
     attn = _cross_attention()
@@ -261,10 +272,10 @@ def _resampler():
 def resampler_draw(gen):
     w = upstream.draw_params(_resampler(), gen, prefix="image_proj.",
                              special=lambda n, s: (RESAMPLER["dim"] ** -0.5, 0.0) if n == "latents" else None)
-    return {"x": randn(gen, 2, 5, 12)}, w, randn(gen, 2, 3, 10)
+    return {"x": randn(gen, 2, 5, 12)}, w, {"R": randn(gen, 2, 3, 10)}
 
 
-def resampler_compute(leaves, R):
+def resampler_compute(leaves, consts):
     return {"out": upstream.call(_resampler(), leaves, leaves["x"], prefix="image_proj.")}
 
 
@@ -275,10 +286,10 @@ def _image_proj():
 
 def image_proj_draw(gen):
     w = upstream.draw_params(_image_proj(), gen, prefix="image_proj.")
-    return {"x": randn(gen, 2, 12)}, w, randn(gen, 2, 3, 16)
+    return {"x": randn(gen, 2, 12)}, w, {"R": randn(gen, 2, 3, 16)}
 
 
-def image_proj_compute(leaves, R):
+def image_proj_compute(leaves, consts):
     return {"out": upstream.call(_image_proj(), leaves, leaves["x"], prefix="image_proj.")}
 
 

@@ -1,11 +1,17 @@
 #!/usr/bin/python3
-"""Golden fixtures for lib/models/unet.ts and lib/models/vae.ts (tests/models/{unet,vae}.test.ts).
+"""Golden fixtures for lib/models/unet.ts and lib/models/vae.ts (tests/models/{unet,vae}.test.ts),
+computed by diffusers itself (huggingface/diffusers v0.31.0, pinned in bench/parity/upstream.py).
 
-diffusers is not installed here; this is a PyTorch transcription of the diffusers modules the
-TypeScript rebuilds (UNet2DConditionModel with IP-Adapter's IPAdapterAttnProcessor2_0 in every
-attn2, AutoencoderKL), written from diffusers' source and weighted by diffusers' key names, so a
-fixture is what diffusers would compute for those weights. The block structure (channels, skips,
-heads from `attention_head_dim`) is derived here from the config independently of unet.ts.
+Regenerate (needs the upstream sources, see bench/parity/README.md):
+  /usr/bin/python3 bench/parity/fetch_upstream.py
+  OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/parity/make_unet_fixtures.py
+Check the committed fixtures against diffusers without rewriting them:
+  OMP_NUM_THREADS=2 /usr/bin/python3 bench/parity/make_unet_fixtures.py --check
+
+The modules are diffusers' own (models/unets/unet_2d_blocks.py, unet_2d_condition.py,
+autoencoders/autoencoder_kl.py); IP-Adapter's decoupled cross-attention is diffusers'
+IPAdapterAttnProcessor (the processor diffusers uses on torch < 2.0; IPAdapterAttnProcessor2_0 is
+the same maths through F.scaled_dot_product_attention) in every attn2, with 4 image tokens.
 
 Writes tests/fixtures/diffusers/:
   unet_down_block.safetensors   CrossAttnDownBlock2D: 1 ResnetBlock2D + 1 Transformer2DModel
@@ -21,349 +27,168 @@ Writes tests/fixtures/diffusers/:
   vae_up_block.safetensors      UpDecoderBlock2D: 2 resnets 16 -> 8 (no time embedding, eps 1e-6),
                                 Upsample2D 4x4 -> 8x8; loss = sum(out * R)
   vae_mid_block.safetensors     the VAE's UNetMidBlock2D: resnet, Attention (group_norm, one head,
-                                biases, residual), resnet; 16 channels 4x4; loss = sum(out * R)
-  unet_tiny.safetensors         whole UNet2DConditionModel, SD-style config (metadata "config"),
-                                block_out_channels [8, 16], layers_per_block 1, cross dim 12,
-                                attention_head_dim 2, norm_num_groups 4, sample 8x8, batch 2,
-                                timesteps [981, 37]: "out" with IP tokens (scale 0.6), "out_no_ip"
-                                without, and grad.<ip weight> of sum(out * R) for every to_k_ip /
-                                to_v_ip (the weights PatchDPO trains)
+                                biases, residual, softmax upcast to float32), resnet; 16 channels
+                                4x4; loss = sum(out * R)
+  unet_tiny.safetensors         whole UNet2DConditionModel, SD-style config (metadata "config": the
+                                model's full diffusers config plus ip_scale), block_out_channels
+                                [8, 16], layers_per_block 1, cross dim 12, attention_head_dim 2,
+                                norm_num_groups 4, sample 8x8, batch 2, timesteps [981, 37]: "out"
+                                with IP tokens (scale 0.6), "out_no_ip" without IP-Adapter (default
+                                processors), and grad.<ip weight> of sum(out * R) for every
+                                to_k_ip / to_v_ip (the weights PatchDPO trains). Metadata
+                                "ip_adapter_keys": diffusers' processor weight name -> key of the
+                                IP-Adapter release file ("ip_adapter.<n>.to_k_ip.weight"), checked
+                                by loading a release-layout state dict through diffusers' own
+                                UNet._load_ip_adapter_weights, which must give the same output.
   unet_tiny_sdxl.safetensors    the same for an SDXL-style config: addition_embed_type text_time
                                 (text_embeds 6 + 6 time ids x 4), use_linear_projection,
-                                transformer_layers_per_block [1, 2], DownBlock2D first; "out" only
+                                transformer_layers_per_block [1, 2], DownBlock2D first; "out" without
+                                IP-Adapter, "out_ip" with IP tokens (scale 0.6); forward only
   vae_tiny.safetensors          whole AutoencoderKL (block_out_channels [8, 16], layers_per_block 1,
                                 norm_num_groups 4): "mean" = encode(image).latent_dist.mean for a
-                                16x16 image, "decoded" = decode(latents) for an 8x8 latent
+                                16x16 image, "decoded" = decode(latents).sample for an 8x8 latent
 
-Conventions as in make_train_fixtures.py: weights and inputs drawn in float32 (seeded), evaluated in
-float64, stored float32; "R" random loss weights; "grad.<name>" gradients; metadata "inputs" lists
-the differentiated leaves (inputs first, then weights in the order the modules created them).
+Conventions as in make_train_fixtures.py: weights drawn in float32 (seeded) in the module's
+parameter order (upstream.draw_params), the module run in float64 on those values
+(functional_call, so gradients reach every weight), results stored float32; "R" random loss
+weights; "grad.<name>" gradients; metadata "inputs" lists the differentiated leaves. diffusers
+itself computes two things in float32 whatever the model dtype: the sinusoidal timestep embedding
+(get_timestep_embedding) and the VAE attention's softmax (upcast_softmax).
 
-Usage: OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/parity/make_unet_fixtures.py
+Needs /usr/bin/python3 with torch (Debian python3-torch 1.13) and the extracted upstream trees.
 """
 import json
-import math
 import os
 import sys
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_train_fixtures import Draw, write_safetensors  # noqa: E402
+import upstream  # noqa: E402
+from make_train_fixtures import Block, randn, write_safetensors  # noqa: E402  (also runs upstream.setup)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(REPO, "tests", "fixtures", "diffusers")
 F64 = torch.float64
+GEN = "bench/parity/make_unet_fixtures.py"
+IP_SCALE = 0.6
+IP_TOKENS = 4
 
 
-class Weights:
-    """Draws each weight the first time a module asks for it, under its diffusers key name."""
-
-    def __init__(self, draw):
-        self.d = draw
-        self.w = {}
-
-    def __call__(self, name, *shape, kind="matrix"):
-        if name not in self.w:
-            if kind == "norm":
-                self.w[name] = self.d.randn(*shape, scale=0.1, shift=1.0)
-            elif kind == "bias":
-                self.w[name] = self.d.randn(*shape, scale=0.1)
-            else:
-                fan_in = math.prod(shape[1:])
-                self.w[name] = self.d.randn(*shape, scale=1 / math.sqrt(fan_in))
-        return self.w[name]
-
-    def linear(self, name, x, out, bias=True):
-        wt = self(f"{name}.weight", out, x.shape[-1])
-        return F.linear(x, wt, self(f"{name}.bias", out, kind="bias") if bias else None)
-
-    def conv(self, name, x, out, k, stride=1, padding=None):
-        wt = self(f"{name}.weight", out, x.shape[1], k, k)
-        return F.conv2d(x, wt, self(f"{name}.bias", out, kind="bias"), stride=stride, padding=(k - 1) // 2 if padding is None else padding)
-
-    def group_norm(self, name, x, groups, eps):
-        C = x.shape[1]
-        return F.group_norm(x, groups, self(f"{name}.weight", C, kind="norm"), self(f"{name}.bias", C, kind="bias"), eps)
-
-    def layer_norm(self, name, x, eps=1e-5):
-        C = x.shape[-1]
-        return F.layer_norm(x, (C,), self(f"{name}.weight", C, kind="norm"), self(f"{name}.bias", C, kind="bias"), eps)
+def set_ip_processors(model, scale=IP_SCALE):
+    """diffusers' IPAdapterAttnProcessor in every cross-attention (attn2), sized from the module."""
+    from diffusers.models.attention_processor import Attention, IPAdapterAttnProcessor
+    for name, m in model.named_modules():
+        if isinstance(m, Attention) and name.split(".")[-1] == "attn2":
+            m.set_processor(IPAdapterAttnProcessor(hidden_size=m.to_q.out_features, cross_attention_dim=m.to_k.in_features,
+                                                   num_tokens=(IP_TOKENS,), scale=scale))
+    return model
 
 
-# ------------------------------------------------------------------------------ diffusers modules
+# ------------------------------------------------------------------------------ blocks
 
-def resnet_block(w, p, x, temb, cout, groups, eps, out_scale=1.0):
-    """ResnetBlock2D (time_embedding_norm default, pre-norm, eval)."""
-    h = w.conv(f"{p}.conv1", F.silu(w.group_norm(f"{p}.norm1", x, groups, eps)), cout, 3)
-    if temb is not None:
-        h = h + w.linear(f"{p}.time_emb_proj", F.silu(temb), cout)[:, :, None, None]
-    h = w.conv(f"{p}.conv2", F.silu(w.group_norm(f"{p}.norm2", h, groups, eps)), cout, 3)
-    skip = x if x.shape[1] == cout else w.conv(f"{p}.conv_shortcut", x, cout, 1)
-    return (skip + h) / out_scale
+def _down_block():
+    from diffusers.models.unets.unet_2d_blocks import CrossAttnDownBlock2D
+    blk = CrossAttnDownBlock2D(in_channels=8, out_channels=16, temb_channels=32, num_layers=1, transformer_layers_per_block=1,
+                               resnet_eps=1e-5, resnet_groups=4, num_attention_heads=2, cross_attention_dim=12,
+                               add_downsample=True, downsample_padding=1, use_linear_projection=False)
+    return set_ip_processors(blk).eval().to(F64)
 
 
-def sdpa(q, k, v):
-    """F.scaled_dot_product_attention (no mask, default scale) on [B, H, L, d]."""
-    return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1) @ v
+DOWN_INPUTS = ("x", "temb", "context", "ip_tokens")
 
 
-def attention(w, p, x, heads, context=None, ip=None):
-    """Attention with AttnProcessor2_0, or IPAdapterAttnProcessor2_0 when ip = (tokens, scale)."""
-    B, L, D = x.shape
-    d = D // heads
-    split = lambda t: t.reshape(B, -1, heads, d).transpose(1, 2)
-    merge = lambda t: t.transpose(1, 2).reshape(B, -1, heads * d)
-    ctx = x if context is None else context
-    q = split(w.linear(f"{p}.to_q", x, D, bias=False))
-    h = merge(sdpa(q, split(w.linear(f"{p}.to_k", ctx, D, bias=False)), split(w.linear(f"{p}.to_v", ctx, D, bias=False))))
-    if ip is not None:
-        tokens, scale = ip
-        ik = split(w.linear(f"{p}.processor.to_k_ip.0", tokens, D, bias=False))
-        iv = split(w.linear(f"{p}.processor.to_v_ip.0", tokens, D, bias=False))
-        h = h + scale * merge(sdpa(q, ik, iv))
-    return w.linear(f"{p}.to_out.0", h, D)
+def down_block_draw(gen):
+    w = upstream.draw_params(_down_block(), gen)
+    inputs = {"x": randn(gen, 2, 8, 8, 8), "temb": randn(gen, 2, 32), "context": randn(gen, 2, 5, 12), "ip_tokens": randn(gen, 2, IP_TOKENS, 12)}
+    return inputs, w, {"R": randn(gen, 2, 16, 4, 4), "R_skip": randn(gen, 2, 16, 8, 8)}
 
 
-def basic_transformer_block(w, p, x, heads, context, ip):
-    D = x.shape[-1]
-    x = attention(w, f"{p}.attn1", w.layer_norm(f"{p}.norm1", x), heads) + x
-    x = attention(w, f"{p}.attn2", w.layer_norm(f"{p}.norm2", x), heads, context, ip) + x
-    h, gate = w.linear(f"{p}.ff.net.0.proj", w.layer_norm(f"{p}.norm3", x), 8 * D).chunk(2, dim=-1)
-    return w.linear(f"{p}.ff.net.2", h * F.gelu(gate), D) + x
+def down_block_compute(leaves, consts):
+    w = {k: v for k, v in leaves.items() if k not in DOWN_INPUTS}
+    h, states = upstream.call(_down_block(), w, leaves["x"], leaves["temb"],
+                              encoder_hidden_states=(leaves["context"], [leaves["ip_tokens"]]))
+    assert len(states) == 2 and states[1] is h
+    return {"out": h, "skip.0": states[0]}
 
 
-def transformer_2d(w, p, x, heads, layers, context, ip, linear, groups):
-    """Transformer2DModel on continuous inputs (GroupNorm eps 1e-6)."""
-    B, C, H, W = x.shape
-    h = w.group_norm(f"{p}.norm", x, groups, 1e-6)
-    if linear:
-        h = w.linear(f"{p}.proj_in", h.permute(0, 2, 3, 1).reshape(B, H * W, C), C)
-    else:
-        h = w.conv(f"{p}.proj_in", h, C, 1).permute(0, 2, 3, 1).reshape(B, H * W, C)
-    for i in range(layers):
-        h = basic_transformer_block(w, f"{p}.transformer_blocks.{i}", h, heads, context, ip)
-    if linear:
-        h = w.linear(f"{p}.proj_out", h, C).reshape(B, H, W, C).permute(0, 3, 1, 2)
-    else:
-        h = w.conv(f"{p}.proj_out", h.reshape(B, H, W, C).permute(0, 3, 1, 2), C, 1)
-    return h + x
+def _up_block():
+    from diffusers.models.unets.unet_2d_blocks import CrossAttnUpBlock2D
+    return CrossAttnUpBlock2D(in_channels=8, out_channels=16, prev_output_channel=16, temb_channels=32, num_layers=2,
+                              transformer_layers_per_block=2, resnet_eps=1e-5, resnet_groups=4, num_attention_heads=2,
+                              cross_attention_dim=12, add_upsample=True, use_linear_projection=True).eval().to(F64)
 
 
-def downsample(w, p, x, padding):
-    if padding == 0:
-        x = F.pad(x, (0, 1, 0, 1))
-    return w.conv(f"{p}.conv", x, x.shape[1], 3, stride=2, padding=padding)
+UP_INPUTS = ("x", "skip0", "skip1", "temb", "context")
 
 
-def upsample(w, p, x):
-    return w.conv(f"{p}.conv", F.interpolate(x, scale_factor=2.0, mode="nearest"), x.shape[1], 3)
+def up_block_draw(gen):
+    w = upstream.draw_params(_up_block(), gen)
+    # skip0 is produced first by the down path and taken by the last resnet; skip1 last, taken first.
+    inputs = {"x": randn(gen, 2, 16, 4, 4), "skip0": randn(gen, 2, 8, 4, 4), "skip1": randn(gen, 2, 16, 4, 4),
+              "temb": randn(gen, 2, 32), "context": randn(gen, 2, 5, 12)}
+    return inputs, w, {"R": randn(gen, 2, 16, 8, 8)}
 
 
-def timesteps(t, dim, flip, shift):
-    """get_timestep_embedding, in float64."""
-    half = dim // 2
-    exponent = -math.log(10000) * torch.arange(half, dtype=F64) / (half - shift)
-    emb = t.to(F64)[:, None] * torch.exp(exponent)[None, :]
-    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=-1)
-    if flip:
-        emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
-    if dim % 2 == 1:
-        emb = F.pad(emb, (0, 1, 0, 0))
-    return emb
+def up_block_compute(leaves, consts):
+    w = {k: v for k, v in leaves.items() if k not in UP_INPUTS}
+    out = upstream.call(_up_block(), w, leaves["x"], (leaves["skip0"], leaves["skip1"]), leaves["temb"],
+                        encoder_hidden_states=leaves["context"])
+    return {"out": out}
 
 
-def cross_attn_down_block(w, p, x, temb, cout, layers, tl, heads, context, ip, linear, add_down, groups, eps, attn=True):
-    states = []
-    for i in range(layers):
-        x = resnet_block(w, f"{p}.resnets.{i}", x, temb, cout, groups, eps)
-        if attn:
-            x = transformer_2d(w, f"{p}.attentions.{i}", x, heads, tl[i], context, ip, linear, groups)
-        states.append(x)
-    if add_down:
-        x = downsample(w, f"{p}.downsamplers.0", x, 1)
-        states.append(x)
-    return x, states
+def _vae_up_block():
+    from diffusers.models.unets.unet_2d_blocks import UpDecoderBlock2D
+    return UpDecoderBlock2D(in_channels=16, out_channels=8, num_layers=2, resnet_eps=1e-6, resnet_groups=4,
+                            add_upsample=True, temb_channels=None).eval().to(F64)
 
 
-def cross_attn_up_block(w, p, x, skips, temb, cout, layers, tl, heads, context, ip, linear, add_up, groups, eps, attn=True):
-    skips = list(skips)
-    for i in range(layers):
-        x = torch.cat([x, skips.pop()], dim=1)
-        x = resnet_block(w, f"{p}.resnets.{i}", x, temb, cout, groups, eps)
-        if attn:
-            x = transformer_2d(w, f"{p}.attentions.{i}", x, heads, tl[i], context, ip, linear, groups)
-    if add_up:
-        x = upsample(w, f"{p}.upsamplers.0", x)
-    return x
+def vae_up_block_draw(gen):
+    w = upstream.draw_params(_vae_up_block(), gen)
+    return {"x": randn(gen, 2, 16, 4, 4)}, w, {"R": randn(gen, 2, 8, 8, 8)}
 
 
-def unet(w, cfg, sample, t, context, ip=None, text_embeds=None, time_ids=None):
-    """UNet2DConditionModel.forward for the config subset the fixtures use."""
-    C = cfg["block_out_channels"]
-    n = len(C)
-    per = lambda v: [v] * n if isinstance(v, int) else list(v)
-    heads = per(cfg.get("num_attention_heads") or cfg["attention_head_dim"])  # diffusers' naming issue
-    lpb = per(cfg["layers_per_block"])
-    tl = per(cfg.get("transformer_layers_per_block", 1))
-    groups, eps = cfg["norm_num_groups"], cfg.get("norm_eps", 1e-5)
-    linear = cfg.get("use_linear_projection", False)
-    T = 4 * C[0]
-    emb = timesteps(t, C[0], cfg.get("flip_sin_to_cos", True), cfg.get("freq_shift", 0))
-    emb = w.linear("time_embedding.linear_2", F.silu(w.linear("time_embedding.linear_1", emb, T)), T)
-    if cfg.get("addition_embed_type") == "text_time":
-        te = timesteps(time_ids.flatten(), cfg["addition_time_embed_dim"], cfg.get("flip_sin_to_cos", True), cfg.get("freq_shift", 0))
-        add = torch.cat([text_embeds, te.reshape(text_embeds.shape[0], -1)], dim=-1)
-        emb = emb + w.linear("add_embedding.linear_2", F.silu(w.linear("add_embedding.linear_1", add, T)), T)
-    h = w.conv("conv_in", sample, C[0], 3)
-    skips = [h]
-    for i, kind in enumerate(cfg["down_block_types"]):
-        h, states = cross_attn_down_block(w, f"down_blocks.{i}", h, emb, C[i], lpb[i], [tl[i]] * lpb[i], heads[i], context, ip,
-                                          linear, i < n - 1, groups, eps, attn=(kind == "CrossAttnDownBlock2D"))
-        skips += states
-    h = resnet_block(w, "mid_block.resnets.0", h, emb, C[-1], groups, eps)
-    h = transformer_2d(w, "mid_block.attentions.0", h, heads[-1], tl[-1], context, ip, linear, groups)
-    h = resnet_block(w, "mid_block.resnets.1", h, emb, C[-1], groups, eps)
-    rc, rh, rl, rt = C[::-1], heads[::-1], lpb[::-1], tl[::-1]
-    for i, kind in enumerate(cfg["up_block_types"]):
-        k = rl[i] + 1
-        h = cross_attn_up_block(w, f"up_blocks.{i}", h, skips[-k:], emb, rc[i], k, [rt[i]] * k, rh[i], context, ip,
-                                linear, i < n - 1, groups, eps, attn=(kind == "CrossAttnUpBlock2D"))
-        del skips[-k:]
-    h = F.silu(w.group_norm("conv_norm_out", h, groups, eps))
-    return w.conv("conv_out", h, cfg["out_channels"], 3)
+def vae_up_block_compute(leaves, consts):
+    return {"out": upstream.call(_vae_up_block(), {k: v for k, v in leaves.items() if k != "x"}, leaves["x"])}
 
 
-def vae_attention(w, p, x, groups):
-    B, C, H, W = x.shape
-    h = w.group_norm(f"{p}.group_norm", x.reshape(B, C, H * W), groups, 1e-6).transpose(1, 2)
-    q, k, v = (w.linear(f"{p}.{n}", h, C) for n in ("to_q", "to_k", "to_v"))
-    o = w.linear(f"{p}.to_out.0", sdpa(q[:, None], k[:, None], v[:, None])[:, 0], C)
-    return o.transpose(1, 2).reshape(B, C, H, W) + x
+def _vae_mid_block():
+    # As diffusers' Encoder / Decoder build it (autoencoders/vae.py).
+    from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D
+    return UNetMidBlock2D(in_channels=16, resnet_eps=1e-6, resnet_act_fn="silu", output_scale_factor=1,
+                          resnet_time_scale_shift="default", attention_head_dim=16, resnet_groups=4, temb_channels=None,
+                          add_attention=True).eval().to(F64)
 
 
-def vae_mid_block(w, p, x, groups):
-    C = x.shape[1]
-    x = resnet_block(w, f"{p}.resnets.0", x, None, C, groups, 1e-6)
-    x = vae_attention(w, f"{p}.attentions.0", x, groups)
-    return resnet_block(w, f"{p}.resnets.1", x, None, C, groups, 1e-6)
+def vae_mid_block_draw(gen):
+    w = upstream.draw_params(_vae_mid_block(), gen)
+    return {"x": randn(gen, 2, 16, 4, 4)}, w, {"R": randn(gen, 2, 16, 4, 4)}
 
 
-def up_decoder_block(w, p, x, cout, layers, add_up, groups):
-    for i in range(layers):
-        x = resnet_block(w, f"{p}.resnets.{i}", x, None, cout, groups, 1e-6)
-    return upsample(w, f"{p}.upsamplers.0", x) if add_up else x
+def vae_mid_block_compute(leaves, consts):
+    return {"out": upstream.call(_vae_mid_block(), {k: v for k, v in leaves.items() if k != "x"}, leaves["x"])}
 
 
-def vae_encode(w, cfg, x):
-    C, L, g, lat = cfg["block_out_channels"], cfg["layers_per_block"], cfg["norm_num_groups"], cfg["latent_channels"]
-    h = w.conv("encoder.conv_in", x, C[0], 3)
-    for i, c in enumerate(C):
-        for j in range(L):
-            h = resnet_block(w, f"encoder.down_blocks.{i}.resnets.{j}", h, None, c, g, 1e-6)
-        if i < len(C) - 1:
-            h = downsample(w, f"encoder.down_blocks.{i}.downsamplers.0", h, 0)
-    h = vae_mid_block(w, "encoder.mid_block", h, g)
-    h = w.conv("encoder.conv_out", F.silu(w.group_norm("encoder.conv_norm_out", h, g, 1e-6)), 2 * lat, 3)
-    moments = w.conv("quant_conv", h, 2 * lat, 1)
-    return moments.chunk(2, dim=1)[0]
+BLOCKS = [
+    Block("unet_down_block.safetensors", 11, down_block_draw, down_block_compute,
+          "diffusers CrossAttnDownBlock2D 8->16, 1 resnet + 1 transformer (conv proj), 8x8, heads 2, cross 12, "
+          "IPAdapterAttnProcessor (4 tokens, scale 0.6), groups 4, downsample", ["diffusers"],
+          pairs=[("out", "R"), ("skip.0", "R_skip")], out=OUT, generator=GEN,
+          config={"heads": 2, "ip_scale": IP_SCALE, "groups": 4, "eps": 1e-5, "temb": 32}),
+    Block("unet_up_block.safetensors", 12, up_block_draw, up_block_compute,
+          "diffusers CrossAttnUpBlock2D prev 16, skips 16 then 8, out 16, 2 resnets, linear proj, 2 transformer blocks per layer, "
+          "heads 2, upsample 4->8", ["diffusers"], out=OUT, generator=GEN,
+          config={"heads": 2, "groups": 4, "eps": 1e-5, "temb": 32}),
+    Block("vae_up_block.safetensors", 13, vae_up_block_draw, vae_up_block_compute,
+          "diffusers UpDecoderBlock2D 16->8, 2 resnets (eps 1e-6, groups 4, no temb), Upsample2D 4->8", ["diffusers"],
+          out=OUT, generator=GEN, config={"groups": 4}),
+    Block("vae_mid_block.safetensors", 14, vae_mid_block_draw, vae_mid_block_compute,
+          "diffusers UNetMidBlock2D as the VAE builds it: resnet, Attention(group_norm, 1 head, biases, residual), resnet; "
+          "16 ch 4x4, groups 4", ["diffusers"], out=OUT, generator=GEN, config={"groups": 4}),
+]
 
 
-def vae_decode(w, cfg, z):
-    C, L, g, lat = cfg["block_out_channels"], cfg["layers_per_block"], cfg["norm_num_groups"], cfg["latent_channels"]
-    z = w.conv("post_quant_conv", z, lat, 1)
-    h = w.conv("decoder.conv_in", z, C[-1], 3)
-    h = vae_mid_block(w, "decoder.mid_block", h, g)
-    for i, c in enumerate(C[::-1]):
-        h = up_decoder_block(w, f"decoder.up_blocks.{i}", h, c, L + 1, i < len(C) - 1, g)
-    h = F.silu(w.group_norm("decoder.conv_norm_out", h, g, 1e-6))
-    return w.conv("decoder.conv_out", h, cfg["out_channels"], 3)
-
-
-# ------------------------------------------------------------------------------ fixtures
-
-def save(name, leaves, extra, loss, description, config=None):
-    names = list(leaves)
-    out = dict(leaves)
-    out.update(extra)
-    if loss is not None:
-        grads = torch.autograd.grad(loss, [leaves[n] for n in names])
-        out["loss"] = loss.detach().reshape(1)
-        for n, g in zip(names, grads):
-            out[f"grad.{n}"] = g
-    meta = {
-        "generator": "bench/parity/make_unet_fixtures.py",
-        "torch": torch.__version__,
-        "compute": "float64 on float32 inputs, stored float32",
-        "description": description,
-        "inputs": json.dumps(names if loss is not None else []),
-    }
-    if config is not None:
-        meta["config"] = json.dumps(config)
-    write_safetensors(os.path.join(OUT, name), out, meta)
-
-
-def down_block_fixture():
-    B, Cin, Cout, S, heads, D, Lt, Li, scale, groups, eps = 2, 8, 16, 8, 2, 12, 5, 4, 0.6, 4, 1e-5
-    d = Draw(11)
-    x = d.randn(B, Cin, S, S)
-    temb = d.randn(B, 32)
-    context = d.randn(B, Lt, D)
-    ip_tokens = d.randn(B, Li, D)
-    w = Weights(d)
-    out, states = cross_attn_down_block(w, "", x, temb, Cout, 1, [1], heads, context, (ip_tokens, scale), False, True, groups, eps)
-    R = d.randn(*out.shape).detach()
-    R_skip = d.randn(*states[0].shape).detach()
-    loss = (out * R).sum() + (states[0] * R_skip).sum()
-    weights = {k[1:]: v for k, v in w.w.items()}  # drop the leading "." of the block-relative names
-    leaves = {"x": x, "temb": temb, "context": context, "ip_tokens": ip_tokens, **weights}
-    save("unet_down_block.safetensors", leaves, {"R": R, "R_skip": R_skip, "out": out, "skip.0": states[0]}, loss,
-         "CrossAttnDownBlock2D 8->16, 1 resnet + 1 transformer (conv proj), 8x8, heads 2, cross 12, IP tokens 4 scale 0.6, groups 4, downsample",
-         {"heads": heads, "ip_scale": scale, "groups": groups, "eps": eps, "temb": 32})
-
-
-def up_block_fixture():
-    B, prev, cin, cout, S, heads, D, Lt, groups, eps = 2, 16, 8, 16, 4, 2, 12, 5, 4, 1e-5
-    d = Draw(12)
-    x = d.randn(B, prev, S, S)
-    skip0 = d.randn(B, cin, S, S)   # produced first by the down path; taken by the last resnet
-    skip1 = d.randn(B, cout, S, S)  # produced last; taken by the first resnet
-    temb = d.randn(B, 32)
-    context = d.randn(B, Lt, D)
-    w = Weights(d)
-    out = cross_attn_up_block(w, "", x, [skip0, skip1], temb, cout, 2, [2, 2], heads, context, None, True, True, groups, eps)
-    R = d.randn(*out.shape).detach()
-    weights = {k[1:]: v for k, v in w.w.items()}
-    leaves = {"x": x, "skip0": skip0, "skip1": skip1, "temb": temb, "context": context, **weights}
-    save("unet_up_block.safetensors", leaves, {"R": R, "out": out}, (out * R).sum(),
-         "CrossAttnUpBlock2D prev 16, skips 16 then 8, out 16, 2 resnets, linear proj, 2 transformer blocks per layer, heads 2, upsample 4->8",
-         {"heads": heads, "groups": groups, "eps": eps, "temb": 32})
-
-
-def vae_up_block_fixture():
-    B, cin, cout, S, groups = 2, 16, 8, 4, 4
-    d = Draw(13)
-    x = d.randn(B, cin, S, S)
-    w = Weights(d)
-    out = up_decoder_block(w, "", x, cout, 2, True, groups)
-    R = d.randn(*out.shape).detach()
-    weights = {k[1:]: v for k, v in w.w.items()}
-    save("vae_up_block.safetensors", {"x": x, **weights}, {"R": R, "out": out}, (out * R).sum(),
-         "UpDecoderBlock2D 16->8, 2 resnets (eps 1e-6, groups 4, no temb), Upsample2D 4->8", {"groups": groups})
-
-
-def vae_mid_block_fixture():
-    B, C, S, groups = 2, 16, 4, 4
-    d = Draw(14)
-    x = d.randn(B, C, S, S)
-    w = Weights(d)
-    out = vae_mid_block(w, "", x, groups)
-    R = d.randn(*out.shape).detach()
-    weights = {k[1:]: v for k, v in w.w.items()}
-    save("vae_mid_block.safetensors", {"x": x, **weights}, {"R": R, "out": out}, (out * R).sum(),
-         "VAE UNetMidBlock2D: resnet, Attention(group_norm, 1 head, biases, residual), resnet; 16 ch 4x4, groups 4", {"groups": groups})
-
+# ------------------------------------------------------------------------------ whole models
 
 TINY_SD = {
     "_class_name": "UNet2DConditionModel",
@@ -383,44 +208,6 @@ TINY_SDXL = {
     "transformer_layers_per_block": [1, 2], "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "use_linear_projection": True,
 }
 
-
-def unet_tiny_fixture():
-    B, S, Lt, Li, D, scale = 2, 8, 5, 4, 12, 0.6
-    d = Draw(15)
-    sample = d.randn(B, 4, S, S).detach()
-    t = torch.tensor([981.0, 37.0], dtype=F64)
-    context = d.randn(B, Lt, D).detach()
-    ip_tokens = d.randn(B, Li, D).detach()
-    w = Weights(d)
-    out = unet(w, TINY_SD, sample, t, context, (ip_tokens, scale))
-    out_no_ip = unet(w, TINY_SD, sample, t, context, None)
-    R = d.randn(*out.shape).detach()
-    ip_names = [k for k in w.w if ".processor.to_" in k]
-    leaves = {k: w.w[k] for k in ip_names}
-    extra = {k: v for k, v in w.w.items() if k not in leaves}
-    extra.update({"sample": sample, "timestep": t, "context": context, "ip_tokens": ip_tokens, "R": R, "out": out, "out_no_ip": out_no_ip})
-    save("unet_tiny.safetensors", leaves, extra, (out * R).sum(),
-         "UNet2DConditionModel tiny SD config (metadata config), IP-Adapter scale 0.6 in every attn2; out, out_no_ip, grad of sum(out*R) w.r.t. the IP weights",
-         dict(TINY_SD, ip_scale=scale))
-
-
-def unet_tiny_sdxl_fixture():
-    B, S, Lt, D = 2, 8, 5, 12
-    d = Draw(16)
-    sample = d.randn(B, 4, S, S).detach()
-    t = torch.tensor([500.0, 3.0], dtype=F64)
-    context = d.randn(B, Lt, D).detach()
-    text_embeds = d.randn(B, 6).detach()
-    time_ids = torch.tensor([[64.0, 48.0, 0.0, 8.0, 64.0, 64.0], [32.0, 32.0, 4.0, 0.0, 64.0, 64.0]], dtype=F64)
-    w = Weights(d)
-    with torch.no_grad():
-        out = unet(w, TINY_SDXL, sample, t, context, None, text_embeds, time_ids)
-    extra = {k: v for k, v in w.w.items()}
-    extra.update({"sample": sample, "timestep": t, "context": context, "text_embeds": text_embeds, "time_ids": time_ids, "out": out})
-    save("unet_tiny_sdxl.safetensors", {}, extra, None,
-         "UNet2DConditionModel tiny SDXL config (text_time, linear projection, transformer layers [1, 2]); forward only", TINY_SDXL)
-
-
 TINY_VAE = {
     "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [8, 16],
     "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"], "in_channels": 3, "latent_channels": 4,
@@ -429,29 +216,208 @@ TINY_VAE = {
 }
 
 
-def vae_tiny_fixture():
-    d = Draw(17)
-    image = d.randn(2, 3, 16, 16).detach()
-    latents = d.randn(2, 4, 8, 8).detach()
-    w = Weights(d)
+def unet_of(cfg, ip):
+    from diffusers import UNet2DConditionModel
+    m = UNet2DConditionModel.from_config(cfg).eval().to(F64)
+    return set_ip_processors(m) if ip else m
+
+
+def full_config(model, **extra):
+    """The model's config as diffusers writes it to config.json (every option, defaults included)."""
+    cfg = {k: v for k, v in dict(model.config).items() if not k.startswith("_") or k == "_class_name"}
+    cfg = json.loads(json.dumps(cfg, default=list))
+    cfg["_class_name"] = type(model).__name__
+    cfg.update(extra)
+    return cfg
+
+
+def is_ip(name):
+    return ".processor.to_" in name
+
+
+def release_keys(unet):
+    """diffusers' processor IP weight name -> IP-Adapter release key, in attn_processors order."""
+    names = [n for n in unet.attn_processors if not n.endswith("attn1.processor")]
+    keys = {}
+    for k, n in enumerate(names):
+        base = n[: -len("processor")]
+        keys[f"{base}processor.to_k_ip.0.weight"] = f"ip_adapter.{2 * k + 1}.to_k_ip.weight"
+        keys[f"{base}processor.to_v_ip.0.weight"] = f"ip_adapter.{2 * k + 1}.to_v_ip.weight"
+    return keys
+
+
+def through_release_loader(cfg, weights, keys, sample, t, context, ip_tokens, extra):
+    """The UNet with its IP weights loaded by diffusers' own loader from a release-layout state dict
+    (UNet2DConditionModel._load_ip_adapter_weights, what pipeline.load_ip_adapter calls)."""
+    unet = unet_of(cfg, ip=False)
+    unet.load_state_dict({k: v.detach() for k, v in weights.items() if not is_ip(k)})
+    D, E = cfg["cross_attention_dim"], 8
+    release = {
+        "image_proj": {"proj.weight": torch.zeros(IP_TOKENS * D, E, dtype=F64), "proj.bias": torch.zeros(IP_TOKENS * D, dtype=F64),
+                       "norm.weight": torch.ones(D, dtype=F64), "norm.bias": torch.zeros(D, dtype=F64)},
+        "ip_adapter": {keys[k][len("ip_adapter."):]: v.detach() for k, v in weights.items() if is_ip(k)},
+    }
+    unet._load_ip_adapter_weights([release])
+    for proc in unet.attn_processors.values():  # what IPAdapterMixin.set_ip_adapter_scale does
+        if hasattr(proc, "scale"):
+            proc.scale = [IP_SCALE]
+    # The image projection turns image_embeds into tokens; the fixture feeds the tokens themselves.
+    unet.encoder_hid_proj = None
     with torch.no_grad():
-        mean = vae_encode(w, TINY_VAE, image)
-        decoded = vae_decode(w, TINY_VAE, latents)
-    extra = {k: v for k, v in w.w.items()}
-    extra.update({"image": image, "latents": latents, "mean": mean, "decoded": decoded})
-    save("vae_tiny.safetensors", {}, extra, None, "AutoencoderKL tiny: mean = encode(image) latent mean, decoded = decode(latents)", TINY_VAE)
+        return unet(sample, t, encoder_hidden_states=(context, [ip_tokens]), **extra).sample
+
+
+def unet_tiny(check=False):
+    """SD-style UNet: out (IP), out_no_ip, gradients of the IP weights."""
+    path = os.path.join(OUT, "unet_tiny.safetensors")
+    model = unet_of(TINY_SD, ip=True)
+    if check:
+        meta, t = upstream.read_fixture(path)
+        ip_names = json.loads(meta["inputs"])
+        w = {k: t[k] for k in t if k in dict(model.named_parameters())}
+        sample, ts, context, ip_tokens, R = (t[k] for k in ("sample", "timestep", "context", "ip_tokens", "R"))
+    else:
+        gen = torch.Generator().manual_seed(15)
+        w = upstream.draw_params(model, gen)
+        ip_names = [k for k in w if is_ip(k)]
+        sample, context, ip_tokens = randn(gen, 2, 4, 8, 8), randn(gen, 2, 5, 12), randn(gen, 2, IP_TOKENS, 12)
+        R = randn(gen, 2, 4, 8, 8)
+        ts = torch.tensor([981.0, 37.0])
+    w = {k: v.to(F64).requires_grad_(k in ip_names) for k, v in w.items()}
+    x64 = lambda v: v.to(F64)
+    out = upstream.call(model, w, x64(sample), x64(ts), encoder_hidden_states=(x64(context), [x64(ip_tokens)])).sample
+    loss = (out * x64(R)).sum()
+    grads = torch.autograd.grad(loss, [w[k] for k in ip_names])
+    with torch.no_grad():
+        out_no_ip = upstream.call(unet_of(TINY_SD, ip=False), {k: v for k, v in w.items() if not is_ip(k)},
+                                  x64(sample), x64(ts), encoder_hidden_states=x64(context)).sample
+    keys = release_keys(model)
+    via_loader = through_release_loader(TINY_SD, w, keys, x64(sample), x64(ts), x64(context), x64(ip_tokens), {})
+    gap = (via_loader - out.detach()).abs().max().item()
+    assert gap < 1e-12, f"IP weights through diffusers' release loader differ by {gap}: the key map is wrong"
+    if check:
+        d = upstream.Diff("unet_tiny.safetensors")
+        d.add("out", out, t["out"])
+        d.add("out_no_ip", out_no_ip, t["out_no_ip"])
+        for n, g in zip(ip_names, grads):
+            d.add(f"grad.{n}", g, t[f"grad.{n}"])
+        if "ip_adapter_keys" in meta:
+            assert json.loads(meta["ip_adapter_keys"]) == keys
+        return d
+    tensors = {k: w[k] for k in ip_names}
+    tensors.update({k: v for k, v in w.items() if k not in ip_names})
+    tensors.update({"sample": sample, "timestep": ts, "context": context, "ip_tokens": ip_tokens, "R": R,
+                    "out": out, "out_no_ip": out_no_ip, "loss": loss.detach().reshape(1)})
+    tensors.update({f"grad.{n}": g for n, g in zip(ip_names, grads)})
+    meta = {
+        "generator": GEN, "torch": torch.__version__, "upstream": upstream.provenance("diffusers"),
+        "compute": "diffusers UNet2DConditionModel in float64 on float32 weights and inputs, stored float32",
+        "description": "UNet2DConditionModel tiny SD config (metadata config), IPAdapterAttnProcessor scale 0.6 in every attn2; "
+                       "out, out_no_ip (default processors), grad of sum(out*R) w.r.t. the IP weights",
+        "inputs": json.dumps(ip_names),
+        "config": json.dumps(full_config(model, ip_scale=IP_SCALE)),
+        "ip_adapter_keys": json.dumps(keys),
+    }
+    write_safetensors(path, tensors, meta)
+
+
+def unet_tiny_sdxl(check=False):
+    """SDXL-style UNet: out (no IP-Adapter) and out_ip (IP tokens, scale 0.6), forward only."""
+    path = os.path.join(OUT, "unet_tiny_sdxl.safetensors")
+    model = unet_of(TINY_SDXL, ip=True)
+    names = ("sample", "timestep", "context", "text_embeds", "time_ids", "ip_tokens")
+    if check:
+        meta, t = upstream.read_fixture(path)
+        own = dict(model.named_parameters())
+        w = {k: t[k] for k in t if k in own}
+        if not any(is_ip(k) for k in w):  # a fixture from before out_ip
+            w.update({k: torch.zeros(v.shape, dtype=F64) for k, v in own.items() if is_ip(k)})
+        x = {k: t[k] for k in names if k in t}
+        x.setdefault("ip_tokens", torch.zeros(2, IP_TOKENS, 12, dtype=F64))
+    else:
+        gen = torch.Generator().manual_seed(16)
+        w = upstream.draw_params(model, gen)
+        x = {"sample": randn(gen, 2, 4, 8, 8), "timestep": torch.tensor([500.0, 3.0]), "context": randn(gen, 2, 5, 12),
+             "text_embeds": randn(gen, 2, 6),
+             "time_ids": torch.tensor([[64.0, 48.0, 0.0, 8.0, 64.0, 64.0], [32.0, 32.0, 4.0, 0.0, 64.0, 64.0]]),
+             "ip_tokens": randn(gen, 2, IP_TOKENS, 12)}
+    w = {k: v.to(F64) for k, v in w.items()}
+    x64 = {k: v.to(F64) for k, v in x.items()}
+    cond = {"added_cond_kwargs": {"text_embeds": x64["text_embeds"], "time_ids": x64["time_ids"]}}
+    with torch.no_grad():
+        out = upstream.call(unet_of(TINY_SDXL, ip=False), {k: v for k, v in w.items() if not is_ip(k)},
+                            x64["sample"], x64["timestep"], encoder_hidden_states=x64["context"], **cond).sample
+        out_ip = upstream.call(model, w, x64["sample"], x64["timestep"],
+                               encoder_hidden_states=(x64["context"], [x64["ip_tokens"]]), **cond).sample
+        keys = release_keys(model)
+        via_loader = through_release_loader(TINY_SDXL, w, keys, x64["sample"], x64["timestep"], x64["context"], x64["ip_tokens"], cond)
+    gap = (via_loader - out_ip).abs().max().item()
+    assert gap < 1e-12, f"IP weights through diffusers' release loader differ by {gap}"
+    if check:
+        d = upstream.Diff("unet_tiny_sdxl.safetensors")
+        d.add("out", out, t["out"])
+        if "out_ip" in t:
+            d.add("out_ip", out_ip, t["out_ip"])
+        return d
+    tensors = dict(w)
+    tensors.update(x)
+    tensors.update({"out": out, "out_ip": out_ip})
+    meta = {
+        "generator": GEN, "torch": torch.__version__, "upstream": upstream.provenance("diffusers"),
+        "compute": "diffusers UNet2DConditionModel in float64 on float32 weights and inputs, stored float32",
+        "description": "UNet2DConditionModel tiny SDXL config (text_time, linear projection, transformer layers [1, 2]); "
+                       "out without IP-Adapter, out_ip with IPAdapterAttnProcessor (4 tokens, scale 0.6) in every attn2; forward only",
+        "inputs": "[]",
+        "config": json.dumps(full_config(model, ip_scale=IP_SCALE)),
+        "ip_adapter_keys": json.dumps(keys),
+    }
+    write_safetensors(path, tensors, meta)
+
+
+def vae_tiny(check=False):
+    from diffusers import AutoencoderKL
+    path = os.path.join(OUT, "vae_tiny.safetensors")
+    model = AutoencoderKL.from_config(TINY_VAE).eval().to(F64)
+    if check:
+        meta, t = upstream.read_fixture(path)
+        w = {k: t[k] for k in dict(model.named_parameters())}
+        image, latents = t["image"], t["latents"]
+    else:
+        gen = torch.Generator().manual_seed(17)
+        w = upstream.draw_params(model, gen)
+        image, latents = randn(gen, 2, 3, 16, 16), randn(gen, 2, 4, 8, 8)
+    w64 = {k: v.to(F64) for k, v in w.items()}
+    with torch.no_grad():
+        with upstream.bound(model, w64):
+            mean = model.encode(image.to(F64)).latent_dist.mean
+            decoded = model.decode(latents.to(F64)).sample
+    if check:
+        d = upstream.Diff("vae_tiny.safetensors")
+        d.add("mean", mean, t["mean"])
+        d.add("decoded", decoded, t["decoded"])
+        return d
+    tensors = dict(w)
+    tensors.update({"image": image, "latents": latents, "mean": mean, "decoded": decoded})
+    meta = {
+        "generator": GEN, "torch": torch.__version__, "upstream": upstream.provenance("diffusers"),
+        "compute": "diffusers AutoencoderKL in float64 on float32 weights and inputs, stored float32",
+        "description": "AutoencoderKL tiny: mean = encode(image).latent_dist.mean, decoded = decode(latents).sample",
+        "inputs": "[]",
+        "config": json.dumps(full_config(model)),
+    }
+    write_safetensors(path, tensors, meta)
 
 
 def main():
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     os.makedirs(OUT, exist_ok=True)
-    down_block_fixture()
-    up_block_fixture()
-    vae_up_block_fixture()
-    vae_mid_block_fixture()
-    unet_tiny_fixture()
-    unet_tiny_sdxl_fixture()
-    vae_tiny_fixture()
+    check = "--check" in sys.argv[1:]
+    for b in BLOCKS:
+        print(b.check()) if check else b.generate()
+    for f in (unet_tiny, unet_tiny_sdxl, vae_tiny):
+        r = f(check=check)
+        if check:
+            print(r)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,17 @@ never committed: the project does not copy upstream code); the generators call `
 those trees (and bench/parity/shims/ for the compiled packages Debian lacks) on sys.path, and
 `provenance()` to record the commits in each fixture's metadata.
 
-Commit choice: the versions the authors' PatchDPO pins (requirements.txt: torch 1.13.1,
-diffusers 0.23.1, transformers 4.35.2) where they have the module; diffusers 0.23.1 has no
-IP-Adapter attention processors, so diffusers is v0.27.2, the first release whose
-IPAdapterAttnProcessor keeps `to_k_ip` / `to_v_ip` as ModuleLists (the "processor.to_k_ip.0.weight"
-key names our loader uses) and whose pipelines take `ip_adapter_image_embeds`, and which still
-supports torch >= 1.4. transformers is the main-branch commit from which v4.35 was branched
-(v4.35.2 = that branch plus patch fixes to other models); Dinov2-with-registers only exists from
-transformers v4.48, taken at the commit from which v4.48 was branched and run in its own process.
+Commit choice. transformers: the version the authors' PatchDPO pins (requirements.txt: torch
+1.13.1, diffusers 0.23.1, transformers 4.35.2), taken at the main-branch commit from which v4.35
+was branched (v4.35.2 = that branch plus patch fixes to other models); Dinov2-with-registers only
+exists from transformers v4.48, taken at the commit from which v4.48 was branched and run in its
+own process. diffusers: 0.23.1 has no IP-Adapter attention processors, and our TypeScript follows
+current diffusers (its schedulers were written from main at 58eb52c, which needs torch >= 2.6);
+v0.31.0 is the newest release that still runs on torch 1.13 (v0.32 uses torch.float8 types at
+import), has IPAdapterAttnProcessor with ModuleList `to_k_ip` / `to_v_ip` (the
+"processor.to_k_ip.0.weight" key names our loader uses), pipelines that take
+`ip_adapter_image_embeds`, and DDIM / Euler schedulers whose code differs from main's only in
+type annotations, docstrings and options we do not use (checked with git diff).
 """
 import os
 import sys
@@ -26,7 +29,7 @@ SHIMS = os.path.join(HERE, "shims")
 
 # name -> (GitHub repository, commit, what the commit is, paths extracted, python path inside the tree)
 UPSTREAM = {
-    "diffusers": ("huggingface/diffusers", "b69fd990ad8026f21893499ab396d969b62bb8cc", "tag v0.27.2",
+    "diffusers": ("huggingface/diffusers", "89e4d6219805975bd7d253a267e1951badc9f1c0", "tag v0.31.0",
                   ["src/diffusers"], "src"),
     "transformers": ("huggingface/transformers", "0ed6729bb130cb1d43fb2ede60b0c50f9ee14d68",
                      "main at the v4.35 branch point (2023-11-02, parent of the 4.36.0.dev0 bump bc78fd1)",
@@ -34,10 +37,8 @@ UPSTREAM = {
     "transformers-4.48": ("huggingface/transformers", "52e1f87c7d2fdaf147aa625c169ad440672cb3cb",
                           "main at the v4.48 branch point (2025-01-10, parent of the 4.49.0-dev bump f63829c)",
                           ["src/transformers"], "src"),
-    "huggingface_hub": ("huggingface/huggingface_hub", "2cff405655a58e91e68d2486a3d699e25fadc65b", "tag v0.20.3",
+    "huggingface_hub": ("huggingface/huggingface_hub", "5c4666cd42698b668f91cebc8d4257cdfca329fb", "tag v0.24.7",
                         ["src/huggingface_hub"], "src"),
-    "huggingface_hub-0.24": ("huggingface/huggingface_hub", "5c4666cd42698b668f91cebc8d4257cdfca329fb", "tag v0.24.7",
-                             ["src/huggingface_hub"], "src"),
     "einops": ("arogozhnikov/einops", "5b960621df194a1373f1f8419db83338b3620327", "tag v0.7.0", ["einops"], ""),
     "IP-Adapter": ("tencent-ailab/IP-Adapter", "62e4af9d0c1ac7d5f8dd386a0ccf2211346af1a2", "main (2024-06-28)",
                    ["ip_adapter"], ""),
@@ -48,11 +49,11 @@ UPSTREAM = {
     "CLIP": ("openai/CLIP", "d05afc436d78f1c48dc0dbf8e5980a9d471f35f6", "main (2026-03-25)", ["clip"], ""),
 }
 
-# Which trees go on sys.path together. "default": diffusers + transformers 4.35 + hub 0.20.
-# "dinov2-registers": transformers 4.48 + hub 0.24 (its own process).
+# Which trees go on sys.path together. "default": diffusers 0.31 + transformers 4.35 + hub 0.24.
+# "transformers-4.48" (Dinov2-with-registers): transformers 4.48 + hub 0.24, in its own process.
 STACKS = {
     "default": ["diffusers", "transformers", "huggingface_hub", "einops"],
-    "transformers-4.48": ["transformers-4.48", "huggingface_hub-0.24"],
+    "transformers-4.48": ["transformers-4.48", "huggingface_hub"],
 }
 
 
@@ -126,17 +127,28 @@ def draw_params(module, gen, prefix="", special=None):
     return out
 
 
+def _bind(module, params, prefix):
+    mine = dict(module.named_parameters())
+    given = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+    missing, extra = sorted(set(mine) - set(given)), sorted(set(given) - set(mine))
+    if missing or extra:
+        raise ValueError(f"{type(module).__name__}: missing {missing[:5]}, unexpected {extra[:5]}")
+    return {k: given[k] for k in mine}
+
+
 def call(module, params, *args, prefix="", **kwargs):
     """module(*args, **kwargs) with its parameters replaced by params[prefix + name] (autograd flows
     to those tensors). Every parameter of the module must be given, and every params entry under
     `prefix` must be one of the module's: a fixture's weights are exactly the module's state."""
     from torch.nn.utils.stateless import functional_call
-    mine = dict(module.named_parameters())
-    given = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
-    missing, extra = sorted(set(mine) - set(given)), sorted(set(given) - set(mine))
-    if missing or extra:
-        raise ValueError(f"call({type(module).__name__}): missing {missing[:5]}, unexpected {extra[:5]}")
-    return functional_call(module, {k: given[k] for k in mine}, args, kwargs)
+    return functional_call(module, _bind(module, params, prefix), args, kwargs)
+
+
+def bound(module, params, prefix=""):
+    """Context manager: inside it, `module`'s parameters are params[prefix + name] (as in call), for
+    calling methods other than forward (AutoencoderKL.encode / decode)."""
+    from torch.nn.utils.stateless import _reparametrize_module
+    return _reparametrize_module(module, _bind(module, params, prefix))
 
 
 def read_fixture(path):
@@ -217,3 +229,27 @@ def load_file_module(modname, name, relpath):
     sys.modules[modname] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+class empty_weights:
+    """Context manager: modules built inside it get their parameters on the meta device (shapes, no
+    memory), by moving each registered parameter there, as accelerate's init_empty_weights does
+    (accelerate is not installed here). For listing the state dicts of full-size models."""
+
+    def __enter__(self):
+        import torch
+        self.old = torch.nn.Module.register_parameter
+
+        def register_parameter(module, name, param):
+            self.old(module, name, param)
+            if param is not None:
+                p = module._parameters[name]
+                module._parameters[name] = type(p)(p.to(torch.device("meta")), requires_grad=p.requires_grad)
+
+        torch.nn.Module.register_parameter = register_parameter
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+        torch.nn.Module.register_parameter = self.old
+        return False

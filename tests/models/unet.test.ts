@@ -2,19 +2,22 @@
 //
 // 1. Structure: the weight names and shapes of the standard SD 1.5 and SDXL UNets (config.json
 //    fixtures transcribed from runwayml/stable-diffusion-v1-5 and stabilityai/stable-diffusion-
-//    xl-base-1.0) equal, in state-dict order, the lists that bench/parity/make_unet_param_lists.py
-//    derives from diffusers' module tree, and the published sizes: SD 1.5 686 tensors /
+//    xl-base-1.0) equal, in state-dict order, the state_dict lists that
+//    bench/parity/make_unet_param_lists.py takes from diffusers itself (v0.31.0), and the published sizes: SD 1.5 686 tensors /
 //    859,520,964 parameters (the figure in diffusers' own `num_parameters` docstring), SD 2.x
 //    865,910,724, SDXL 1680 tensors / 2,567,463,684 parameters.
-// 2. Parity with a PyTorch transcription of diffusers (bench/parity/make_unet_fixtures.py,
-//    tests/fixtures/diffusers/): a CrossAttnDownBlock2D with IP-Adapter attention and a
+// 2. Parity with diffusers itself (v0.31.0, run by bench/parity/make_unet_fixtures.py; fixtures in
+//    tests/fixtures/diffusers/): a CrossAttnDownBlock2D with IPAdapterAttnProcessor and a
 //    CrossAttnUpBlock2D (outputs and the gradients of every input and weight), a whole tiny
-//    SD-style UNet (output with and without IP tokens, gradients of the IP weights) and a tiny
-//    SDXL-style UNet (text_time conditioning, linear projections, 2 transformer layers).
+//    SD-style UNet (output with and without IP tokens, gradients of the IP weights, the release
+//    key numbering that diffusers' own IP-Adapter loader reads) and a tiny SDXL-style UNet
+//    (text_time conditioning, linear projections, 2 transformer layers; with and without IP
+//    tokens). The fixtures' configs are the models' full diffusers configs.
 //
 // Tolerance, per element: |ours - torch| <= ATOL + RTOL |torch| with ATOL = RTOL = 1e-4 (as
-// tests/train/parity.test.ts; the reference is float64 on float32 inputs, so the error is our
-// float32 arithmetic). Each test prints its worst errors.
+// tests/train/parity.test.ts; the reference is diffusers in float64 on float32 inputs, except the
+// timestep embedding, which diffusers computes in float32 whatever the model dtype, so the error is
+// essentially our float32 arithmetic). Each test prints its worst errors.
 
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
@@ -187,7 +190,7 @@ describe("UNet2DConditionModel structure (diffusers key names)", () => {
 
 // ------------------------------------------------------------------ blocks
 
-describe("UNet blocks vs PyTorch autograd (forward + backward)", () => {
+describe("UNet blocks vs diffusers + autograd (forward + backward)", () => {
   test("CrossAttnDownBlock2D: resnet, Transformer2DModel (conv proj) with IP-Adapter attention, Downsample2D", async () => {
     const f = openSafetensors(join(FIXTURES, "unet_down_block.safetensors"));
     const cfg = JSON.parse(f.metadata.config!) as { heads: number; ip_scale: number; groups: number; eps: number };
@@ -228,7 +231,7 @@ describe("UNet blocks vs PyTorch autograd (forward + backward)", () => {
 /** Builds the UNet of a fixture with frozen weights (and the listed ones trainable), runs it. */
 function tinyUNet(f: SafetensorsFile, c: UNetConfig, opts: { ip: boolean; trainable?: string[]; source?: MemorySource | IpAdapterUNetSource }) {
   const g = new Graph();
-  const weights = f.names().filter((n) => !["sample", "timestep", "context", "ip_tokens", "text_embeds", "time_ids", "R", "out", "out_no_ip", "loss"].includes(n) && !n.startsWith("grad."));
+  const weights = f.names().filter((n) => !["sample", "timestep", "context", "ip_tokens", "text_embeds", "time_ids", "R", "out", "out_no_ip", "out_ip", "loss"].includes(n) && !n.startsWith("grad.") && (opts.ip || !n.includes(".processor.")));
   const trainable = new Set(opts.trainable ?? []);
   const p = new Params(g, opts.source ?? sourceOf(f, weights), { trainable: (n) => trainable.has(n) });
   const input = (n: string) => g.input(n, f.info(n).shape);
@@ -242,7 +245,7 @@ function tinyUNet(f: SafetensorsFile, c: UNetConfig, opts: { ip: boolean; traina
   return { g, p, out, weights };
 }
 
-describe("whole UNet2DConditionModel vs PyTorch", () => {
+describe("whole UNet2DConditionModel vs diffusers", () => {
   test("tiny SD-style UNet: output with and without IP tokens, gradients of every to_k_ip / to_v_ip", async () => {
     const f = openSafetensors(join(FIXTURES, "unet_tiny.safetensors"));
     const c = unetConfigFromJson(JSON.parse(f.metadata.config!) as Record<string, unknown>);
@@ -254,9 +257,12 @@ describe("whole UNet2DConditionModel vs PyTorch", () => {
     expect([...p.used.keys()].sort()).toEqual([...weights].sort());
     expect([...shapes.keys()].sort()).toEqual([...weights].sort());
     for (const [n, s] of p.used) expect(shapes.get(n), n).toEqual(s);
-    // ... and release keys for all IP weights, 1, 3, 5, 7 (mid block last).
+    // ... and release keys for all IP weights, 1, 3, 5, 7 (mid block last), as diffusers' own
+    // IP-Adapter loader (UNet2DConditionModel._load_ip_adapter_weights) reads them: the generator
+    // loads the fixture's IP weights through it under these keys and gets the same output.
     const m = ipAdapterKeyMap(c);
     expect([...m.keys()].sort()).toEqual([...ipNames].sort());
+    expect(Object.fromEntries(m)).toEqual(JSON.parse(f.metadata.ip_adapter_keys!));
     expect(m.get("mid_block.attentions.0.transformer_blocks.0.attn2.processor.to_k_ip.0.weight")).toBe("ip_adapter.7.to_k_ip.weight");
 
     const R = g.constant(f.float32("R"), f.info("R").shape);
@@ -295,25 +301,27 @@ describe("whole UNet2DConditionModel vs PyTorch", () => {
     expect(worst.ratio).toBeLessThan(1);
   });
 
-  test("tiny SDXL-style UNet (text_time, linear projections, transformer_layers_per_block [1, 2]): names, shapes, output", async () => {
+  test("tiny SDXL-style UNet (text_time, linear projections, transformer_layers_per_block [1, 2]): names, shapes, output with and without IP tokens", async () => {
     const f = openSafetensors(join(FIXTURES, "unet_tiny_sdxl.safetensors"));
     const c = unetConfigFromJson(JSON.parse(f.metadata.config!) as Record<string, unknown>);
     expect(c.transformerLayersDown).toEqual([[1], [2]]);
     expect(c.transformerLayersUp).toEqual([[2, 2], [1, 1]]);
-    const { p, out, weights } = tinyUNet(f, c, { ip: false });
-    const shapes = unetParamShapes(c);
-    expect([...p.used.keys()].sort()).toEqual([...weights].sort());
-    expect([...shapes.keys()].sort()).toEqual([...weights].sort());
-    for (const [n, s] of p.used) expect(shapes.get(n), n).toEqual(s);
-    expect(shapes.has("add_embedding.linear_1.weight")).toBe(true);
-    expect(shapes.get("add_embedding.linear_1.weight")).toEqual([32, 30]);
-    expect(shapes.has("down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_k.weight")).toBe(true);
-    const feeds = Object.fromEntries(["sample", "timestep", "context", "text_embeds", "time_ids"].map((n) => [n, f.float32(n)]));
-    const res = await (await G.compile({ out })).run(feeds);
-    const worst: Worst = { abs: 0, ratio: 0 };
-    compare("out", res.out as Float32Array, f.float32("out"), worst);
-    report("unet_tiny_sdxl.safetensors", worst);
-    expect(worst.ratio).toBeLessThan(1);
+    expect(Object.fromEntries(ipAdapterKeyMap(c))).toEqual(JSON.parse(f.metadata.ip_adapter_keys!));
+    for (const ip of [false, true]) {
+      const feeds = Object.fromEntries(["sample", "timestep", "context", "text_embeds", "time_ids", ...(ip ? ["ip_tokens"] : [])].map((n) => [n, f.float32(n)]));
+      const { p, out, weights } = tinyUNet(f, c, { ip });
+      const shapes = unetParamShapes(c, { ipAdapter: ip });
+      expect([...p.used.keys()].sort()).toEqual([...weights].sort());
+      expect([...shapes.keys()].sort()).toEqual([...weights].sort());
+      for (const [n, s] of p.used) expect(shapes.get(n), n).toEqual(s);
+      expect(shapes.get("add_embedding.linear_1.weight")).toEqual([32, 30]);
+      expect(shapes.has("down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_k.weight")).toBe(true);
+      const res = await (await G.compile({ out })).run(feeds);
+      const worst: Worst = { abs: 0, ratio: 0 };
+      compare(ip ? "out_ip" : "out", res.out as Float32Array, f.float32(ip ? "out_ip" : "out"), worst);
+      report(`unet_tiny_sdxl.safetensors (${ip ? "with" : "no"} IP)`, worst);
+      expect(worst.ratio).toBeLessThan(1);
+    }
   });
 
   test("input checks name the shapes a caller must fix", () => {

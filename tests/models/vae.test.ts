@@ -2,13 +2,15 @@
 //
 // 1. Structure: the SD VAE's weight names and shapes (config.json fixture transcribed from
 //    runwayml/stable-diffusion-v1-5/vae) equal, in state-dict order, the list that
-//    bench/parity/make_unet_param_lists.py derives from diffusers' module tree: 248 tensors,
+//    bench/parity/make_unet_param_lists.py takes from diffusers' own state_dict (v0.31.0): 248 tensors,
 //    83,653,863 parameters (the published size of the SD / SDXL VAE).
-// 2. Parity with a PyTorch transcription (bench/parity/make_unet_fixtures.py): UpDecoderBlock2D and
-//    the mid block (resnet, attention, resnet) with gradients of every input and weight, and a
-//    whole tiny AutoencoderKL (encode mean, decode), also through legacy attention key names.
+// 2. Parity with diffusers itself (v0.31.0, run by bench/parity/make_unet_fixtures.py):
+//    UpDecoderBlock2D and the mid block (resnet, attention, resnet) with gradients of every input
+//    and weight, and a whole tiny AutoencoderKL (encode mean, decode), also through legacy
+//    attention key names.
 //
-// Tolerance: |ours - torch| <= 1e-4 + 1e-4 |torch| per element (float64 reference).
+// Tolerance: |ours - torch| <= 1e-4 + 1e-4 |torch| per element (diffusers in float64, except the
+// mid-block attention's softmax, which diffusers upcasts to float32).
 
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
@@ -85,7 +87,7 @@ describe("AutoencoderKL structure", () => {
   });
 });
 
-describe("VAE blocks vs PyTorch autograd (forward + backward)", () => {
+describe("VAE blocks vs diffusers + autograd (forward + backward)", () => {
   test("UpDecoderBlock2D: resnets without time embedding (eps 1e-6), Upsample2D", async () => {
     const w = await checkBlock("vae_up_block.safetensors", (p, x) => upDecoderBlock2D(p, x, { outChannels: 8, numLayers: 2, addUpsample: true, groups: 4 }));
     expect(w.ratio).toBeLessThan(1);
@@ -98,7 +100,7 @@ describe("VAE blocks vs PyTorch autograd (forward + backward)", () => {
   });
 });
 
-describe("whole AutoencoderKL vs PyTorch", () => {
+describe("whole AutoencoderKL vs diffusers", () => {
   const f = openSafetensors(join(FIXTURES, "vae_tiny.safetensors"));
   const c = vaeConfigFromJson(JSON.parse(f.metadata.config!) as Record<string, unknown>);
   const weights = f.names().filter((n) => !["image", "latents", "mean", "decoded"].includes(n));
