@@ -1,5 +1,6 @@
-// Noise schedules and samplers against diffusers' formulas (torch transcription in
-// bench/parity/make_scheduler_fixtures.py, fixture tests/fixtures/diffusion/schedulers.safetensors),
+// Noise schedules and samplers against diffusers itself (v0.31.0 DDIMScheduler /
+// EulerDiscreteScheduler run by bench/parity/make_scheduler_fixtures.py, fixture
+// tests/fixtures/diffusion/schedulers.safetensors),
 // a full DDIM / Euler sampling loop with a perfect model, seeded latents and guidance maths.
 //
 // Tolerances.
