@@ -9,16 +9,15 @@ results back into the same file (earlier "torch*" results are replaced, the inpu
   bun bench/parity/make_tiny_train_fixture.ts
   OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/parity/make_tiny_train_fixture.py
 
-The model, from the existing transcriptions (diffusers and transformers are not installed here):
-  text encoder   make_clip_fixtures.TextModelWithProjection without projection (transformers'
-                 CLIPTextModel: causal mask, quick_gelu, final_layer_norm); its last_hidden_state is
-                 the UNet's encoder_hidden_states (SD 1.x)
-  image tokens   IP-Adapter's Resampler (ip_adapter/resampler.py: proj_in, PerceiverAttention with q
-                 and k scaled by dim_head**-0.25 over [x ; latents], FeedForward without bias,
-                 proj_out, norm_out), as make_train_fixtures.resampler() transcribes it, on
-                 image_features [rows, 49, 1280]
-  UNet           make_unet_fixtures.unet (UNet2DConditionModel with IPAdapterAttnProcessor2_0 in
-                 every attn2, scale 1), its weights under the same diffusers names our trainer uses
+The model is the upstream code itself (pinned commits in bench/parity/upstream.py; fetch them
+first with /usr/bin/python3 bench/parity/fetch_upstream.py):
+  text encoder   transformers' CLIPTextModel (models/clip/modeling_clip.py) with the fixture's
+                 config; its last_hidden_state is the UNet's encoder_hidden_states (SD 1.x)
+  image tokens   IP-Adapter's Resampler (tencent-ailab/IP-Adapter ip_adapter/resampler.py) on
+                 image_features [rows, 49, 1280], weights under "image_proj."
+  UNet           diffusers' UNet2DConditionModel (v0.31.0) with diffusers' IPAdapterAttnProcessor in
+                 every attn2 (scale config.ipScale, numQueries tokens), its weights under the same
+                 diffusers names our trainer uses
 The loop is a diffusers training script's: loss = F.mse_loss(pred, target) (v-prediction targets
 come in the feeds), loss.backward(), torch.nn.utils.clip_grad_norm_(params, 1.0),
 torch.optim.AdamW(lr, betas (0.9, 0.999), eps 1e-8, weight_decay 0.01) with the learning rate of
@@ -26,10 +25,10 @@ lib/train/schedule.ts's cosine schedule (linear warm-up from lr / warmup, cosine
 minLrShare * lr) set on the param group before each step. Step s uses batch s % config.batches.
 
 It trains twice from the same float32 starting values:
-  torch64   everything in float64: the trajectory of exact arithmetic, the reference the test
-            compares with (the timestep embedding in float64 too)
-  torch32   everything in float32, as PyTorch users train (timestep embedding in float32 as
-            diffusers' get_timestep_embedding computes it): its distance from torch64 is what float32
+  torch64   the modules in float64: the trajectory of exact arithmetic, the reference the test
+            compares with, except where the upstream code computes in float32 whatever the model
+            dtype (diffusers' get_timestep_embedding, the Resampler's softmax)
+  torch32   everything in float32, as PyTorch users train: its distance from torch64 is what float32
             rounding alone does to this loop, the yardstick for the test's tolerances
 
 Adds to the file:
@@ -59,8 +58,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_io  # noqa: E402
-import make_clip_fixtures as mc  # noqa: E402
-import make_unet_fixtures as mu  # noqa: E402
+import upstream  # noqa: E402
+import make_unet_fixtures as mu  # noqa: E402  (runs upstream.setup with IP-Adapter on the path)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "parity", "tiny_train.safetensors")
@@ -94,64 +93,6 @@ def read_safetensors(path):
     return out, meta
 
 
-class Leaves(mu.Weights):
-    """make_unet_fixtures.Weights over given tensors: every weight must exist with the asked shape."""
-
-    def __init__(self, tensors):
-        self.w = tensors
-        self.used = set()
-
-    def __call__(self, name, *shape, kind="matrix"):
-        if name not in self.w:
-            raise KeyError(f"the UNet asks for {name}, which the fixture does not hold")
-        t = self.w[name]
-        if tuple(t.shape) != tuple(shape):
-            raise ValueError(f"{name}: fixture shape {tuple(t.shape)}, the UNet asks for {tuple(shape)}")
-        self.used.add(name)
-        return t
-
-
-def timesteps_diffusers_f32(t, dim, flip, shift, max_period=10000):
-    """diffusers get_timestep_embedding: float32 arithmetic (the UNet then casts to its dtype)."""
-    half = dim // 2
-    exponent = -math.log(max_period) * torch.arange(0, half, dtype=torch.float32) / (half - shift)
-    emb = t[:, None].float() * torch.exp(exponent)[None, :]
-    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=-1)
-    if flip:
-        emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
-    if dim % 2 == 1:
-        emb = F.pad(emb, (0, 1, 0, 0))
-    return emb
-
-
-def resampler(w, x, c):
-    """IP-Adapter's Resampler (ip_adapter/resampler.py) on x [B, L, embedding_dim], weights image_proj.*."""
-    B = x.shape[0]
-    heads, dh = c["heads"], c["dimHead"]
-    inner = heads * dh
-
-    def ln(name, t):
-        return F.layer_norm(t, (t.shape[-1],), w[f"{name}.weight"], w[f"{name}.bias"], 1e-5)
-
-    def split(t):
-        b, n, _ = t.shape
-        return t.view(b, n, heads, dh).transpose(1, 2)
-
-    latents = w["image_proj.latents"].repeat(B, 1, 1)
-    h = F.linear(x, w["image_proj.proj_in.weight"], w["image_proj.proj_in.bias"])
-    for i in range(c["depth"]):
-        a, f = f"image_proj.layers.{i}.0", f"image_proj.layers.{i}.1"
-        xn, ln_ = ln(f"{a}.norm1", h), ln(f"{a}.norm2", latents)
-        q = F.linear(ln_, w[f"{a}.to_q.weight"])
-        k, v = F.linear(torch.cat([xn, ln_], dim=1), w[f"{a}.to_kv.weight"]).chunk(2, dim=-1)
-        s = 1 / math.sqrt(math.sqrt(dh))
-        att = torch.softmax((split(q) * s) @ (split(k) * s).transpose(-2, -1), dim=-1)
-        o = (att @ split(v)).transpose(1, 2).reshape(B, -1, inner)
-        latents = F.linear(o, w[f"{a}.to_out.weight"]) + latents
-        latents = F.linear(F.gelu(F.linear(ln(f"{f}.0", latents), w[f"{f}.1.weight"])), w[f"{f}.3.weight"]) + latents
-    return ln("image_proj.norm_out", F.linear(latents, w["image_proj.proj_out.weight"], w["image_proj.proj_out.bias"]))
-
-
 def learning_rate(cfg, step):
     """lib/train/schedule.ts learningRate, schedule "cosine" (as scripts/pretrain-tiny.ts uses it)."""
     lr, warm, total, min_lr = cfg["lr"], cfg["warmup"], cfg["steps"], cfg["lr"] * cfg["minLrShare"]
@@ -178,26 +119,26 @@ def train(arrays, meta, dtype):
     K, steps = cfg["batches"], cfg["steps"]
     init = {n: torch.from_numpy(arrays[f"init.{n}"].astype(np.float32)) for n in names}
 
-    # Text encoder: the transcribed transformers module, loaded with the fixture's weights.
-    tcfg = dict(spec["textEncoder"])
-    tcfg.setdefault("layer_norm_eps", 1e-5)
-    te = mc.TextModelWithProjection(tcfg, projection=False).to(dtype)
-    te_params = {f"text_encoder/{k}": p for k, p in te.named_parameters()}
-    want = {n for n in names if n.startswith("text_encoder/")}
-    if set(te_params) != want:
-        raise ValueError(f"text encoder weights differ: only ours {sorted(want - set(te_params))}, only torch {sorted(set(te_params) - want)}")
-    params = {}
-    for n in names:
-        if n in te_params:
-            with torch.no_grad():
-                te_params[n].copy_(init[n].to(dtype))
-            params[n] = te_params[n]
-        else:
-            params[n] = init[n].to(dtype).clone().requires_grad_(True)
-    unet_w = Leaves({n: p for n, p in params.items() if not n.startswith("text_encoder/") and not n.startswith("image_proj.")})
-    proj_w = {n: p for n, p in params.items() if n.startswith("image_proj.")}
+    # The upstream modules, loaded with the fixture's starting weights.
+    from diffusers import UNet2DConditionModel
+    from ip_adapter.resampler import Resampler
+    from transformers import CLIPTextConfig, CLIPTextModel
+    te = CLIPTextModel(CLIPTextConfig(**spec["textEncoder"])).eval().to(dtype)
+    proj_m = Resampler(dim=proj["dim"], depth=proj["depth"], dim_head=proj["dimHead"], heads=proj["heads"],
+                       num_queries=proj["numQueries"], embedding_dim=proj["embeddingDim"], output_dim=proj["outputDim"],
+                       ff_mult=proj["ffMult"]).eval().to(dtype)
+    unet = mu.set_ip_processors(UNet2DConditionModel.from_config(spec["unet"]), scale=cfg["ipScale"],
+                                num_tokens=proj["numQueries"]).eval().to(dtype)
+    params = {f"text_encoder/{k}": p for k, p in te.named_parameters()}
+    params.update({f"image_proj.{k}": p for k, p in proj_m.named_parameters()})
+    params.update(dict(unet.named_parameters()))
+    if set(params) != set(names):
+        raise ValueError(f"weights differ: only ours {sorted(set(names) - set(params))[:5]}, only torch {sorted(set(params) - set(names))[:5]}")
+    with torch.no_grad():
+        for n in names:
+            params[n].copy_(init[n].to(dtype))
+    params = {n: params[n] for n in names}
 
-    mu.timesteps = timesteps_diffusers_f32 if dtype == torch.float32 else TIMESTEPS_F64
     feed = {k[len("feed."):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("feed.")}
     pool = torch.cat([torch.from_numpy(arrays["features.ref"].astype(np.float32)), torch.from_numpy(arrays["features.empty"])], 0)
     index = torch.from_numpy(arrays["image_features.index"])
@@ -216,17 +157,14 @@ def train(arrays, meta, dtype):
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
         context = te.text_model(ids)[0]
-        tokens = resampler(proj_w, features, proj)
-        pred = mu.unet(unet_w, spec["unet"], noisy, t, context, (tokens, cfg["ipScale"]))
+        tokens = proj_m(features)
+        pred = unet(noisy, t, encoder_hidden_states=(context, [tokens])).sample
         loss = F.mse_loss(pred, target)
         loss.backward()
         if step == 0:
             missing = [n for n, p in params.items() if p.grad is None]
             if missing:
                 raise ValueError(f"no gradient reaches {missing}")
-            unused = set(unet_w.w) - unet_w.used
-            if unused:
-                raise ValueError(f"the UNet does not use {sorted(unused)}")
             res["grad0"] = {n: params[n].grad.detach().clone() for n in SNAPSHOT_WEIGHTS}
         if step < GRAD_STEPS:
             res["grad_stats"].append([[p.grad.norm().item(), (p.grad.flatten() * probe(p.numel(), dtype)).sum().item()] for p in params.values()])
@@ -243,9 +181,6 @@ def train(arrays, meta, dtype):
     return res
 
 
-TIMESTEPS_F64 = mu.timesteps
-
-
 def main():
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     arrays, meta = read_safetensors(FIXTURE)
@@ -255,7 +190,8 @@ def main():
     for n in SNAPSHOT_WEIGHTS:
         assert n in names, n
     t0 = time.time()
-    r64 = train(arrays, meta, torch.float64)
+    with upstream.default_dtype(torch.float64):  # transformers' CLIP causal mask in float64
+        r64 = train(arrays, meta, torch.float64)
     t1 = time.time()
     r32 = train(arrays, meta, torch.float32)
     t2 = time.time()
@@ -285,7 +221,10 @@ def main():
     meta = dict(meta)
     meta.update({
         "torch": torch.__version__,
-        "reference": "bench/parity/make_tiny_train_fixture.py: transcribed CLIPTextModel + IP-Adapter Resampler + UNet2DConditionModel with IP-Adapter attention, F.mse_loss, clip_grad_norm_(1.0), torch.optim.AdamW; torch64 float64, torch32 float32",
+        "reference": "bench/parity/make_tiny_train_fixture.py: transformers CLIPTextModel + IP-Adapter Resampler + diffusers "
+                     "UNet2DConditionModel with IPAdapterAttnProcessor, F.mse_loss, clip_grad_norm_(1.0), torch.optim.AdamW; "
+                     "torch64 float64 (diffusers' timestep embedding and the Resampler's softmax in float32, as upstream computes them), torch32 float32",
+        "upstream": upstream.provenance("diffusers", "transformers", "IP-Adapter"),
         "snapshotWeights": json.dumps(SNAPSHOT_WEIGHTS),
         "gradSteps": str(GRAD_STEPS),
         "torchSeconds": json.dumps({"torch64": round(t1 - t0, 1), "torch32": round(t2 - t1, 1)}),

@@ -75,13 +75,13 @@ IP_SCALE = 0.6
 IP_TOKENS = 4
 
 
-def set_ip_processors(model, scale=IP_SCALE):
+def set_ip_processors(model, scale=IP_SCALE, num_tokens=IP_TOKENS):
     """diffusers' IPAdapterAttnProcessor in every cross-attention (attn2), sized from the module."""
     from diffusers.models.attention_processor import Attention, IPAdapterAttnProcessor
     for name, m in model.named_modules():
         if isinstance(m, Attention) and name.split(".")[-1] == "attn2":
             m.set_processor(IPAdapterAttnProcessor(hidden_size=m.to_q.out_features, cross_attention_dim=m.to_k.in_features,
-                                                   num_tokens=(IP_TOKENS,), scale=scale))
+                                                   num_tokens=(num_tokens,), scale=scale))
     return model
 
 

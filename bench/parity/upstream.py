@@ -45,14 +45,15 @@ UPSTREAM = {
     "DiffusionDPO": ("SalesforceAIResearch/DiffusionDPO", "5233e75919f912f3f631958ee4ebb5b5204382d9",
                      "main (2025-11-10; train.py last changed in 8d3ee5c, 2023-12-27)", ["train.py"], ""),
     "PatchDPO": ("hqhQAQ/PatchDPO", "558f0c269744463b60fbe47a67233626908083c3", "main (2025-07-02)",
-                 ["train_patchdpo.py", "ip_adapter", "requirements.txt"], ""),
+                 ["train_patchdpo.py", "ip_adapter", "requirements.txt", "data/dreambooth_dataset.py"], ""),
+    "ftfy": ("rspeer/python-ftfy", "02a634c7bb8e35c281d4088d8c0efd5bf3feef4b", "tag v6.1.1", ["ftfy"], ""),
     "CLIP": ("openai/CLIP", "d05afc436d78f1c48dc0dbf8e5980a9d471f35f6", "main (2026-03-25)", ["clip"], ""),
 }
 
 # Which trees go on sys.path together. "default": diffusers 0.31 + transformers 4.35 + hub 0.24.
 # "transformers-4.48" (Dinov2-with-registers): transformers 4.48 + hub 0.24, in its own process.
 STACKS = {
-    "default": ["diffusers", "transformers", "huggingface_hub", "einops"],
+    "default": ["diffusers", "transformers", "huggingface_hub", "einops", "ftfy"],
     "transformers-4.48": ["transformers-4.48", "huggingface_hub"],
 }
 
@@ -253,3 +254,36 @@ class empty_weights:
         import torch
         torch.nn.Module.register_parameter = self.old
         return False
+
+
+class default_dtype:
+    """Context manager: torch's default dtype inside. transformers' CLIP text model builds its causal
+    mask with torch.full(..., torch.finfo(dtype).min) without a dtype, which overflows the default
+    float32 when the model runs in float64; a float64 user sets the default dtype, and so do we.
+    (The mask value does not matter beyond being very negative: exp underflows to 0 either way.)"""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def __enter__(self):
+        import torch
+        self.old = torch.get_default_dtype()
+        torch.set_default_dtype(self.dtype)
+
+    def __exit__(self, *exc):
+        import torch
+        torch.set_default_dtype(self.old)
+        return False
+
+
+def transformers_slow_tokenizers():
+    """transformers' slow (Python) tokenizers without the compiled `tokenizers` package: transformers
+    then defines its own AddedToken (a dataclass(eq=True)) that lacks two things tokenizers'
+    AddedToken has and the tokenizer constructor uses: __hash__ (AddedTokens go in a set; tokenizers
+    hashes by content) and __setstate__ (to mark a token special). Give the fallback class both.
+    Call after importing transformers."""
+    import transformers.tokenization_utils_base as tub
+    if tub.AddedToken.__hash__ is None:
+        tub.AddedToken.__hash__ = lambda self: hash(self.content)
+    if not hasattr(tub.AddedToken, "__setstate__"):
+        tub.AddedToken.__setstate__ = lambda self, state: self.__dict__.update(state)

@@ -1,7 +1,10 @@
 // lib/models/clip-tokenizer.ts on tiny vocabularies made here (no real vocab file needed): BPE
 // merges worked out by hand, unknown characters, special tokens, truncation and padding, loading
-// from a folder in both layouts, and golden ids from an independent Python transcription of CLIP's
-// tokenizer (bench/parity/make_clip_fixtures.py -> tests/fixtures/clip/tokenizer_golden.json).
+// from a folder in both layouts; golden ids from transformers' CLIPTokenizer on a tiny vocabulary
+// (tests/fixtures/clip/tokenizer_golden.json) and from openai/CLIP's own tokenizer with the real
+// vocabulary on PatchDPO's 750 DreamBench prompts and edge cases, cross-checked there with
+// transformers' CLIPTokenizer (tests/fixtures/clip/tokenizer_real_golden.json, carrying the part of
+// the real vocabulary those prompts use). Both from bench/parity/make_clip_fixtures.py.
 
 import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -184,7 +187,7 @@ describe("fromFolder", () => {
   });
 });
 
-describe("golden ids from an independent Python transcription", () => {
+describe("golden ids from transformers' CLIPTokenizer on a tiny vocabulary", () => {
   const golden = JSON.parse(readFileSync(join(import.meta.dir, "../fixtures/clip/tokenizer_golden.json"), "utf8")) as {
     max_length: number; vocab: Record<string, number>; merges: string[]; cases: { text: string; ids: number[]; eos_index: number }[];
   };
@@ -196,4 +199,29 @@ describe("golden ids from an independent Python transcription", () => {
       expect(e.eosIndex).toBe(c.eos_index);
     });
   }
+});
+
+describe("golden ids from openai/CLIP's tokenizer with the real vocabulary (DreamBench prompts)", () => {
+  const golden = JSON.parse(readFileSync(join(import.meta.dir, "../fixtures/clip/tokenizer_real_golden.json"), "utf8")) as {
+    max_length: number; vocab: Record<string, number>; merges: string[]; cases: { text: string; ids: number[] }[];
+  };
+  const t = new ClipTokenizer({ vocab: golden.vocab, merges: parseMergesTxt(golden.merges.join("\n")), maxLength: golden.max_length });
+  test("the real vocabulary's ids: bos 49406, eos 49407", () => {
+    expect([t.bosId, t.eosId]).toEqual([49406, 49407]);
+  });
+  test(`${golden.cases.length} prompts: ids, truncation to 77 keeping eos, eos position`, () => {
+    const wrong: string[] = [];
+    let truncated = 0;
+    for (const c of golden.cases) {
+      const e = t.encode(c.text, { padding: false });
+      if (JSON.stringify(e.ids) !== JSON.stringify(c.ids) || e.eosIndex !== c.ids.length - 1) wrong.push(`${JSON.stringify(c.text)}: ${JSON.stringify(e.ids)} vs ${JSON.stringify(c.ids)}`);
+      if (e.truncated) truncated++;
+      const padded = t.encode(c.text);
+      expect(padded.ids.length).toBe(golden.max_length);
+      expect(padded.ids.slice(c.ids.length).every((id) => id === t.eosId)).toBe(true);
+    }
+    expect(wrong).toEqual([]);
+    expect(golden.cases.length).toBeGreaterThanOrEqual(750);
+    expect(truncated).toBeGreaterThan(0);
+  });
 });

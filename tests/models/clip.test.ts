@@ -1,14 +1,14 @@
 // CLIP text and vision towers (lib/models/clip-text.ts, clip-vision.ts) against PyTorch, and the
 // checkpoint layouts of the real configs we load.
 //
-// Parity fixtures come from bench/parity/make_clip_fixtures.py (a PyTorch transcription of
-// transformers' modeling_clip.py, evaluated in float64 on float32 weights and inputs): a tiny
+// Parity fixtures come from bench/parity/make_clip_fixtures.py (transformers' own modeling_clip.py at
+// the v4.35 branch point, evaluated in float64 on float32 weights and inputs): a tiny
 // CLIPTextModelWithProjection (quick_gelu, causal mask, pooled at the first eos) and a tiny
 // CLIPVisionModelWithProjection (erf gelu). Tolerance per element: |ours - torch| <= 1e-5 +
 // 1e-5 |torch| (ONNX Runtime CPU, float32). Each test prints its worst error.
 //
-// Layouts: tests/fixtures/clip/<name>.params.txt lists the state_dict ("name d0,d1,...") of the
-// transcribed modules for ViT-B/32, ViT-H/14, ViT-bigG/14 (IP-Adapter image encoders), the SD 1.5
+// Layouts: tests/fixtures/clip/<name>.params.txt lists the state_dict ("name d0,d1,...") of
+// transformers' modules for ViT-B/32, ViT-H/14, ViT-bigG/14 (IP-Adapter image encoders), the SD 1.5
 // text encoder and SDXL's text_encoder_2; clip{Text,Vision}ParamShapes must list the same, and
 // building the graph must request exactly those weights with those shapes.
 
@@ -190,7 +190,7 @@ describe("checkpoint layouts of real configs", () => {
 });
 
 describe("clipPreprocess", () => {
-  test("matches torchvision Resize(BICUBIC) + CenterCrop + ToTensor + Normalize(CLIP) on PIL images", async () => {
+  test("matches openai/CLIP's clip._transform (torchvision Resize(BICUBIC) + CenterCrop + ToTensor + Normalize) on PIL images", async () => {
     const f = openSafetensors(join(FIXTURES, "preprocess.safetensors"));
     const sizes = JSON.parse(f.metadata.sizes!) as Record<string, number>;
     for (const [file, size] of Object.entries(sizes)) {
