@@ -1,26 +1,26 @@
 #!/usr/bin/python3
 """Encoder-folder fixtures for tests/models/vit.test.ts: two tiny ViTs with random weights, saved
-as the folders a user points `--encoder` at, plus what PyTorch computes on them.
+as the folders a user points `--encoder` at, plus what the upstream transformers code computes on them.
 
-PyTorch transcriptions of transformers' ViTModel (modeling_vit.py) and Dinov2WithRegistersModel
-(modeling_dinov2_with_registers.py, current main), with transformers' module names so that
-state_dict() keys are the checkpoint keys. Written from those files' semantics:
-  - pre-norm blocks; attention = softmax(q k^T / sqrt(d)) v over heads; erf GELU ("gelu");
-  - ViT: layernorm_before / layernorm_after / intermediate.dense / output.dense, final layernorm,
-    and a pooler (tanh(dense(CLS))) that patch features never use; LayerNorm eps from the config
-    (facebook/dino-vits16 ships 1e-12, the ViTConfig default, though DINO itself trained with 1e-6);
-    position embeddings only at config.image_size (ViTModel interpolates only when asked to);
-  - DINOv2: norm1 / norm2, mlp.fc1 / fc2 (hidden * mlp_ratio), LayerScale (x * lambda1) on both
-    branches, final layernorm; register tokens inserted after CLS *after* the position embeddings
-    were added (registers have none): [CLS, reg_1..reg_R, patch_1..patch_hw];
-  - interpolate_pos_encoding (when the patch grid differs from image_size / patch_size):
-    CLS position kept, the g0 x g0 grid resized with F.interpolate(size=(h, w), mode="bicubic",
-    align_corners=False) — `size=`, not the `scale_factor=(h + 0.1) / g0` of older transformers
-    releases (and of facebookresearch/dinov2's interpolate_offset=0.1);
-    Dinov2Model: antialias=False (PyTorch bicubic, a = -0.75, edges clamped);
-    Dinov2WithRegistersModel: antialias=True (PyTorch's separable anti-aliased filter: Keys cubic
-    with a = -0.5, support stretched by in/out when shrinking, taps outside the grid dropped and
-    the weights renormalized — Pillow's algorithm; it differs from plain bicubic when enlarging too).
+Regenerate (needs the upstream sources, see bench/parity/README.md):
+  /usr/bin/python3 bench/parity/fetch_upstream.py
+  OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/parity/make_vit_fixtures.py [--check]
+(--check recomputes the committed expected outputs from the committed weights and prints the
+differences.) The script runs itself a second time for the DINOv2 part, in another process:
+Dinov2WithRegistersModel exists only from transformers 4.48 on, while ViT comes from the 4.35 tree
+the other generators use (bench/parity/upstream.py pins both).
+
+Upstream modules:
+  - ViT: transformers' ViTModel (models/vit/modeling_vit.py, the v4.35 branch point): pre-norm
+    blocks, erf GELU, layernorm_before / layernorm_after, final layernorm and a pooler
+    (tanh(dense(CLS))) that patch features never use; LayerNorm eps 1e-12 (the ViTConfig default,
+    what facebook/dino-vits16 ships); position embeddings only at config.image_size.
+  - DINOv2 with registers: transformers' Dinov2WithRegistersModel
+    (models/dinov2_with_registers/modeling_dinov2_with_registers.py, the v4.48 branch point):
+    LayerScale, register tokens inserted after CLS after the position embeddings were added,
+    interpolate_pos_encoding with F.interpolate(size=(h, w), mode="bicubic", antialias=True) (in
+    float32, as upstream casts); and Dinov2Model's interpolate_pos_encoding (same tree: bicubic
+    without antialias) for the pos_bicubic_* grids.
 
 Writes tests/fixtures/vit/:
   vit/        config.json (model_type "vit"), preprocessor_config.json, model.safetensors (F32,
@@ -36,7 +36,7 @@ Writes tests/fixtures/vit/:
               expected.safetensors: pixel_values [1, 3, 48, 48] -> last_hidden_state [1, 39, 32]
               (position grid 4x4 -> 6x6), pixel_values_24x40 [1, 3, 24, 40] ->
               last_hidden_state_24x40 [1, 18, 32] (4x4 -> 3x5: shrinks one axis, grows the other),
-              and the position grid resized as Dinov2Model (no antialias) would:
+              and the position grid resized as Dinov2Model (no antialias) does:
               pos_bicubic_6x6 [1, 32, 6, 6], pos_bicubic_3x5 [1, 32, 3, 5]
 
 Weights are drawn in float32 (seeded torch.Generator); expected outputs are computed in float64 on
@@ -44,20 +44,23 @@ those values and rounded to float32, so a test's error is its own float32 arithm
 export runs the float32 module.
 
 Needs /usr/bin/python3 with torch + onnx (Debian python3-torch 1.13, python3-onnx 1.12); tests never
-run it. Usage:
-  OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/parity/make_vit_fixtures.py
+run it.
 """
 import json
 import math
 import os
 import sys
 
+import subprocess
+
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_io  # noqa: E402  (bench/parity/safetensors_io.py)
+import upstream  # noqa: E402  (bench/parity/upstream.py)
+
+DINOV2_PART = "--dinov2-part"
+upstream.setup("transformers-4.48" if DINOV2_PART in sys.argv else "default")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(REPO, "tests", "fixtures", "vit")
@@ -86,177 +89,6 @@ def write_json(path, obj):
         f.write("\n")
 
 
-# ------------------------------------------------------------------------------ modules
-
-class Linear(nn.Module):
-    def __init__(self, i, o):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(o, i))
-        self.bias = nn.Parameter(torch.zeros(o))
-
-    def forward(self, x):
-        return F.linear(x, self.weight, self.bias)
-
-
-class LayerNorm(nn.Module):
-    def __init__(self, c, eps):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(c))
-        self.bias = nn.Parameter(torch.zeros(c))
-        self.eps = eps
-        self.shape = (c,)
-
-    def forward(self, x):
-        return F.layer_norm(x, self.shape, self.weight, self.bias, self.eps)
-
-
-class SelfAttention(nn.Module):  # "attention.attention"
-    def __init__(self, c, heads):
-        super().__init__()
-        self.heads = heads
-        self.query, self.key, self.value = Linear(c, c), Linear(c, c), Linear(c, c)
-
-    def forward(self, x):
-        B, L, C = x.shape
-        d = C // self.heads
-        split = lambda t: t.reshape(B, L, self.heads, d).transpose(1, 2)
-        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        w = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * d ** -0.5, dim=-1)
-        return torch.matmul(w, v).transpose(1, 2).reshape(B, L, C)
-
-
-class Attention(nn.Module):  # "attention": self-attention, then "output.dense"
-    def __init__(self, c, heads):
-        super().__init__()
-        self.attention = SelfAttention(c, heads)
-        self.output = nn.Module()
-        self.output.dense = Linear(c, c)
-
-    def forward(self, x):
-        return self.output.dense(self.attention(x))
-
-
-class ViTLayer(nn.Module):
-    def __init__(self, c, heads, ff, eps):
-        super().__init__()
-        self.attention = Attention(c, heads)
-        self.intermediate = nn.Module()
-        self.intermediate.dense = Linear(c, ff)
-        self.output = nn.Module()
-        self.output.dense = Linear(ff, c)
-        self.layernorm_before = LayerNorm(c, eps)
-        self.layernorm_after = LayerNorm(c, eps)
-
-    def forward(self, x):
-        x = x + self.attention(self.layernorm_before(x))
-        return x + self.output.dense(F.gelu(self.intermediate.dense(self.layernorm_after(x))))
-
-
-class LayerScale(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.lambda1 = nn.Parameter(torch.ones(c))
-
-    def forward(self, x):
-        return x * self.lambda1
-
-
-class Dinov2Layer(nn.Module):
-    def __init__(self, c, heads, ff, eps):
-        super().__init__()
-        self.norm1 = LayerNorm(c, eps)
-        self.attention = Attention(c, heads)
-        self.layer_scale1 = LayerScale(c)
-        self.norm2 = LayerNorm(c, eps)
-        self.mlp = nn.Module()
-        self.mlp.fc1 = Linear(c, ff)
-        self.mlp.fc2 = Linear(ff, c)
-        self.layer_scale2 = LayerScale(c)
-
-    def forward(self, x):
-        x = x + self.layer_scale1(self.attention(self.norm1(x)))
-        return x + self.layer_scale2(self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x)))))
-
-
-class Embeddings(nn.Module):
-    def __init__(self, cfg, dinov2):
-        super().__init__()
-        C, P = cfg["hidden_size"], cfg["patch_size"]
-        self.grid = cfg["image_size"] // P
-        self.patch = P
-        self.dinov2 = dinov2
-        self.antialias = cfg["model_type"] == "dinov2_with_registers"
-        self.registers = cfg.get("num_register_tokens", 0)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
-        if dinov2:
-            self.mask_token = nn.Parameter(torch.zeros(1, C))  # BEiT-style masking in pre-training only
-        if self.registers:
-            self.register_tokens = nn.Parameter(torch.zeros(1, self.registers, C))
-        self.position_embeddings = nn.Parameter(torch.zeros(1, self.grid * self.grid + 1, C))
-        self.patch_embeddings = nn.Module()
-        self.patch_embeddings.projection = nn.Conv2d(3, C, P, stride=P)
-
-    def interpolate(self, h, w, antialias):
-        pos = self.position_embeddings
-        if h == self.grid and w == self.grid:
-            return pos
-        C = pos.shape[-1]
-        grid = pos[:, 1:].reshape(1, self.grid, self.grid, C).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False, antialias=antialias)
-        return torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, h * w, C)], dim=1)
-
-    def forward(self, x):
-        B, _, H, W = x.shape
-        h, w = H // self.patch, W // self.patch
-        if not self.dinov2 and (h, w) != (self.grid, self.grid):
-            raise ValueError("ViTModel position embeddings are for image_size only")
-        t = self.patch_embeddings.projection(x).flatten(2).transpose(1, 2)
-        t = torch.cat([self.cls_token.expand(B, -1, -1), t], dim=1)
-        t = t + self.interpolate(h, w, self.antialias)
-        if self.registers:
-            t = torch.cat([t[:, :1], self.register_tokens.expand(B, -1, -1), t[:, 1:]], dim=1)
-        return t
-
-
-class Encoder(nn.Module):
-    def __init__(self, layers):
-        super().__init__()
-        self.layer = nn.ModuleList(layers)
-
-    def forward(self, x):
-        for l in self.layer:
-            x = l(x)
-        return x
-
-
-class ViTModel(nn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        C, eps = cfg["hidden_size"], cfg["layer_norm_eps"]
-        self.embeddings = Embeddings(cfg, dinov2=False)
-        self.encoder = Encoder([ViTLayer(C, cfg["num_attention_heads"], cfg["intermediate_size"], eps) for _ in range(cfg["num_hidden_layers"])])
-        self.layernorm = LayerNorm(C, eps)
-        self.pooler = nn.Module()
-        self.pooler.dense = Linear(C, C)
-
-    def forward(self, pixel_values):
-        x = self.layernorm(self.encoder(self.embeddings(pixel_values)))
-        return x, torch.tanh(self.pooler.dense(x[:, 0]))
-
-
-class Dinov2Model(nn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        C, eps = cfg["hidden_size"], cfg["layer_norm_eps"]
-        ff = int(C * cfg["mlp_ratio"])
-        self.embeddings = Embeddings(cfg, dinov2=True)
-        self.encoder = Encoder([Dinov2Layer(C, cfg["num_attention_heads"], ff, eps) for _ in range(cfg["num_hidden_layers"])])
-        self.layernorm = LayerNorm(C, eps)
-
-    def forward(self, pixel_values):
-        return self.layernorm(self.encoder(self.embeddings(pixel_values)))
-
-
 # ------------------------------------------------------------------------------ weights
 
 def randomize(model, gen, half=False):
@@ -278,6 +110,7 @@ def randomize(model, gen, half=False):
             if half:
                 v = v.half().float()  # stored F16; the reference uses exactly these values
             p.copy_(v)
+    return model
 
 
 def pixels(gen, *shape):
@@ -352,22 +185,41 @@ DINOV2_PREPROCESSOR = {
     "rescale_factor": 1 / 255,
     "size": {"shortest_edge": 55},
 }
-META = {"generator": "bench/parity/make_vit_fixtures.py", "torch": torch.__version__, "compute": "float64 on float32 weights and inputs, stored float32"}
+META = {"generator": "bench/parity/make_vit_fixtures.py", "torch": torch.__version__,
+        "compute": "transformers in float64 on float32 weights and inputs, stored float32"}
 
 
-def vit_fixtures():
-    gen = torch.Generator().manual_seed(11)
-    model = ViTModel(VIT_CONFIG).eval()
-    randomize(model, gen)
-    x = pixels(gen, 2, 3, 32, 32)
+def vit_model():
+    from transformers import ViTConfig, ViTModel
+    return ViTModel(ViTConfig(**VIT_CONFIG)).eval()
+
+
+def vit_expected(model, x):
     with torch.no_grad():
-        hidden, _ = model.to(F64)(x.to(F64))
-    model = model.to(torch.float32)
+        return model.to(F64)(x.to(F64)).last_hidden_state
+
+
+def vit_fixtures(check=False):
     folder = os.path.join(OUT, "vit")
+    if check:
+        _, w = upstream.read_fixture(os.path.join(folder, "model.safetensors"))
+        _, t = upstream.read_fixture(os.path.join(folder, "expected.safetensors"))
+        model = vit_model()
+        model.load_state_dict({k: v.float() for k, v in w.items()})
+        d = upstream.Diff("vit/expected.safetensors")
+        d.add("last_hidden_state", vit_expected(model, t["pixel_values"]), t["last_hidden_state"])
+        print(d)
+        return
+    gen = torch.Generator().manual_seed(11)
+    model = randomize(vit_model(), gen)
+    x = pixels(gen, 2, 3, 32, 32)
+    hidden = vit_expected(model, x)
+    model = model.to(torch.float32)
     write_json(os.path.join(folder, "config.json"), VIT_CONFIG)
     write_json(os.path.join(folder, "preprocessor_config.json"), VIT_PREPROCESSOR)
     write_safetensors(os.path.join(folder, "model.safetensors"), model.state_dict(), {"format": "pt"})
-    write_safetensors(os.path.join(folder, "expected.safetensors"), {"pixel_values": x, "last_hidden_state": hidden}, META,
+    write_safetensors(os.path.join(folder, "expected.safetensors"), {"pixel_values": x, "last_hidden_state": hidden},
+                      dict(META, upstream=upstream.provenance("transformers")),
                       dtype=lambda n: "F16" if n.startswith("pixel_values") else "F32")
 
     # The transformers.js layout: the same float32 model exported to ONNX.
@@ -376,8 +228,18 @@ def vit_fixtures():
     write_json(os.path.join(onnx_folder, "config.json"), VIT_CONFIG)
     write_json(os.path.join(onnx_folder, "preprocessor_config.json"), VIT_PREPROCESSOR)
     path = os.path.join(onnx_folder, "onnx", "model.onnx")
+
+    class Outputs(torch.nn.Module):  # the tuple transformers.js exports name: last_hidden_state, pooler_output
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, pixel_values):
+            o = self.m(pixel_values)
+            return o.last_hidden_state, o.pooler_output
+
     torch.onnx.export(
-        model, (x,), path, input_names=["pixel_values"], output_names=["last_hidden_state", "pooler_output"],
+        Outputs(model), (x,), path, input_names=["pixel_values"], output_names=["last_hidden_state", "pooler_output"],
         dynamic_axes={"pixel_values": {0: "batch_size"}, "last_hidden_state": {0: "batch_size"}, "pooler_output": {0: "batch_size"}},
         opset_version=14, do_constant_folding=True,
     )
@@ -398,38 +260,69 @@ def vit_fixtures():
     onnx.save(proto, path)
     print(f"wrote {os.path.relpath(path, REPO)} ({os.path.getsize(path)} bytes)")
     with torch.no_grad():
-        ours = model(x)[0]
+        ours = model(x).last_hidden_state
     print(f"  float32 torch vs float64 reference: max abs {(ours.double() - hidden).abs().max().item():.2e}")
 
 
-def dinov2_fixtures():
+def dinov2_models():
+    from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+    cfg = {k: v for k, v in DINOV2_CONFIG.items() if k not in ("architectures", "model_type", "torch_dtype")}
+    reg = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(**cfg)).eval()
+    plain = Dinov2Model(Dinov2Config(**{k: v for k, v in cfg.items() if k != "num_register_tokens"})).eval()
+    return reg, plain
+
+
+def dinov2_expected(reg, plain, x, x2):
+    """Dinov2WithRegistersModel on both images; Dinov2Model's position-grid interpolation (4x4 -> h x w)."""
+    reg = reg.to(F64)
+    plain = plain.to(F64)
+    with torch.no_grad():
+        plain.embeddings.position_embeddings.copy_(reg.embeddings.position_embeddings)
+        out = {"last_hidden_state": reg(x.to(F64)).last_hidden_state, "last_hidden_state_24x40": reg(x2.to(F64)).last_hidden_state}
+        P, C = DINOV2_CONFIG["patch_size"], DINOV2_CONFIG["hidden_size"]
+        for h, w in ((6, 6), (3, 5)):
+            dummy = torch.zeros(1, 1 + h * w, C, dtype=F64)
+            pos = plain.embeddings.interpolate_pos_encoding(dummy, h * P, w * P)
+            out[f"pos_bicubic_{h}x{w}"] = pos[:, 1:].reshape(1, h, w, C).permute(0, 3, 1, 2)
+    return out
+
+
+def dinov2_fixtures(check=False):
+    folder = os.path.join(OUT, "dinov2-reg")
+    reg, plain = dinov2_models()
+    if check:
+        _, w = upstream.read_fixture(os.path.join(folder, "model.safetensors"))
+        _, t = upstream.read_fixture(os.path.join(folder, "expected.safetensors"))
+        reg.load_state_dict({k: v.float() for k, v in w.items()})
+        got = dinov2_expected(reg, plain, t["pixel_values"], t["pixel_values_24x40"])
+        d = upstream.Diff("dinov2-reg/expected.safetensors")
+        for k, v in got.items():
+            d.add(k, v, t[k])
+        print(d)
+        return
     gen = torch.Generator().manual_seed(12)
-    model = Dinov2Model(DINOV2_CONFIG).eval()
-    randomize(model, gen, half=True)
+    randomize(reg, gen, half=True)
     x = pixels(gen, 1, 3, 48, 48)
     x2 = pixels(gen, 1, 3, 24, 40)
-    m64 = model.to(F64)
-    with torch.no_grad():
-        hidden = m64(x.to(F64))
-        hidden2 = m64(x2.to(F64))
-        pos = m64.embeddings.position_embeddings[:, 1:].reshape(1, 4, 4, 32).permute(0, 3, 1, 2)
-        plain = {f"pos_bicubic_{h}x{w}": F.interpolate(pos, size=(h, w), mode="bicubic", align_corners=False) for h, w in ((6, 6), (3, 5))}
-        aa = F.interpolate(pos, size=(6, 6), mode="bicubic", align_corners=False, antialias=True)
-    print(f"  antialias vs plain bicubic, 4x4 -> 6x6: max |diff| {(aa - plain['pos_bicubic_6x6']).abs().max().item():.3f}")
-    folder = os.path.join(OUT, "dinov2-reg")
+    expected = dinov2_expected(reg, plain, x, x2)
     write_json(os.path.join(folder, "config.json"), DINOV2_CONFIG)
     write_json(os.path.join(folder, "preprocessor_config.json"), DINOV2_PREPROCESSOR)
-    write_safetensors(os.path.join(folder, "model.safetensors"), model.state_dict(), {"format": "pt"}, dtype="F16")
+    write_safetensors(os.path.join(folder, "model.safetensors"), reg.state_dict(), {"format": "pt"}, dtype="F16")
     write_safetensors(os.path.join(folder, "expected.safetensors"), {
-        "pixel_values": x, "last_hidden_state": hidden,
-        "pixel_values_24x40": x2, "last_hidden_state_24x40": hidden2,
-        **plain,
-    }, META, dtype=lambda n: "F16" if n.startswith("pixel_values") else "F32")
+        "pixel_values": x, "last_hidden_state": expected["last_hidden_state"],
+        "pixel_values_24x40": x2, "last_hidden_state_24x40": expected["last_hidden_state_24x40"],
+        "pos_bicubic_6x6": expected["pos_bicubic_6x6"], "pos_bicubic_3x5": expected["pos_bicubic_3x5"],
+    }, dict(META, upstream=upstream.provenance("transformers-4.48")), dtype=lambda n: "F16" if n.startswith("pixel_values") else "F32")
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(2)
-    vit_fixtures()
-    dinov2_fixtures()
-    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(OUT) for f in fs)
-    print(f"tests/fixtures/vit: {total} bytes")
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    check = "--check" in sys.argv[1:]
+    if DINOV2_PART in sys.argv:
+        dinov2_fixtures(check)
+    else:
+        vit_fixtures(check)
+        subprocess.run([sys.executable, os.path.abspath(__file__), DINOV2_PART] + (["--check"] if check else []), check=True)
+        if not check:
+            total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(OUT) for f in fs)
+            print(f"tests/fixtures/vit: {total} bytes")

@@ -58,6 +58,10 @@ STACKS = {
 }
 
 
+# Extra shim folders per stack (after the trees, before the shared shims).
+STACK_SHIMS = {"transformers-4.48": [os.path.join(SHIMS, "transformers-4.48")]}
+
+
 def tree(name):
     """The folder a source was extracted to: bench/parity/.upstream/<name>."""
     return os.path.join(ROOT, name)
@@ -88,8 +92,9 @@ def setup(stack="default", extra=()):
         p = path_of(name)
         if p not in sys.path:
             sys.path.insert(0, p)
-    if SHIMS not in sys.path:
-        sys.path.append(SHIMS)  # last: a real package, when present, wins over its shim
+    for extra_shims in STACK_SHIMS.get(stack, []) + [SHIMS]:
+        if extra_shims not in sys.path:
+            sys.path.append(extra_shims)  # last: a real package, when present, wins over its shim
     import shims_setup  # noqa: F401  (bench/parity/shims/shims_setup.py)
 
 

@@ -1,12 +1,14 @@
-// Encoder folders for patch scoring: lib/models/vit.ts and lib/models/featurizer.ts against PyTorch
-// transcriptions of transformers' ViTModel and Dinov2WithRegistersModel (fixtures written by
+// Encoder folders for patch scoring: lib/models/vit.ts and lib/models/featurizer.ts against
+// transformers' own ViTModel (the v4.35 branch point) and Dinov2WithRegistersModel / Dinov2Model's
+// position interpolation (the v4.48 branch point) (fixtures written by
 // bench/parity/make_vit_fixtures.py into tests/fixtures/vit/, with random weights):
 //   vit/         "vit" layout (DINO v1 style: LayerNorm eps 1e-12, pooler weights we ignore), 32 px
 //   vit-onnx/    the same model exported to ONNX in the transformers.js layout
 //   dinov2-reg/  "dinov2_with_registers" (2 registers, F16 weights, unused mask_token), position
 //                grid 4x4 run at 48x48 (6x6) and 24x40 (3x5): interpolated position embeddings
-// PyTorch computed the references in float64 on the float32 (or float16) values, so the error
-// measured is our float32 arithmetic on ONNX Runtime. Measured (ORT 1.30 CPU): printed per test.
+// transformers computed the references in float64 on the float32 (or float16) values (the position
+// grid interpolation in float32, as transformers casts it), so the error measured is essentially our
+// float32 arithmetic on ONNX Runtime. Measured (ORT 1.30 CPU): printed per test.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
