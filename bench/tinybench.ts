@@ -304,7 +304,7 @@ if (v.tune) {
   const md = `# TinyBench
 
 Does patch-level DPO fix details? The tiny world (lib/tinyworld/catalogue.ts: 48 subjects = 6 classes x 6 colours x
-pattern x one detail logo, 4 flat scenes, 64x64 images) with its CPU-trained generator (${resolve(model)}), judged by
+pattern x one detail logo, 4 flat scenes, 64x64 images) with its CPU-trained generator (${model}), judged by
 the oracle judge (lib/tinyworld/judge.ts: pixels against the renderer's truth, never the patch encoder or the scores).
 
 - Training pairs: the ${results[0]!.trainPairs} pairs of the train split (${subjectsOf("train").length} subjects x ${K} base generations each,
