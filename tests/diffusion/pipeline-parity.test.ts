@@ -101,7 +101,7 @@ for (const [label, file] of [["StableDiffusionPipeline (DDIM, base IP-Adapter)",
       const scheduler = schedulerFromConfig(parseSchedulerConfig(JSON.parse(m.scheduler!)), m.sampler as SamplerName);
       scheduler.setTimesteps(steps);
       expect(scheduler.timesteps.length).toBe(steps);
-      let latents = f.float32("latents").map((v) => v * scheduler.initNoiseSigma);
+      let latents: Float32Array = Float32Array.from(f.float32("latents"), (v) => v * scheduler.initNoiseSigma);
       const worst: Worst = { abs: 0, ratio: 0 };
       let i = 0;
       for (const t of scheduler.timesteps) {
