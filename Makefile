@@ -4,7 +4,7 @@ SHELL := /bin/bash
 BUN_VERSION := 1.4.5
 RUN ?= data/runs/demo
 
-.PHONY: all setup demo test typecheck tinybench tiny-model patch-encoder encoder-split clean
+.PHONY: all setup demo test typecheck status tinybench tiny-model patch-encoder encoder-split clean
 
 all: test
 
@@ -25,6 +25,10 @@ typecheck: setup
 
 demo: setup
 	bun scripts/demo.ts --run $(RUN)
+
+# What state a run is in: steps done / killed, rows per manifest, coverage, shards (scripts/status.ts).
+status: setup
+	bun scripts/status.ts --run $(RUN)
 
 # TinyBench (bench/TINYBENCH.md): does PatchDPO fix details? The tiny world, against ground truth,
 # 3 seeds, about 45 minutes on a 2-core CPU; not part of CI (CI runs a short chain in the tests).

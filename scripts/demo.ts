@@ -14,16 +14,21 @@
 //   9. generate-images again with the trained IP-Adapter (same prompts and seeds), into <run>-after
 //  10. judge + eval + report                      before / after, every number beside its chance
 //
-// Re-running reuses what is there (every step resumes); changed settings start over in new
-// folders only with --force. Everything lands in <run>, <run>-after and <run>-scorer.
+// Re-running reuses what is there (every step resumes). The demo's own settings are kept in
+// <run>/demo-settings.json: a rerun with other ones (say --dpo-epochs 4 after 3) is refused, naming
+// them, since the "after" images and the summary would mix both; --force starts over (it deletes
+// the three folders once the options and the model have been checked) or pass another --run.
+// Everything lands in <run>, <run>-after and <run>-scorer.
 
-import { cpSync, existsSync, mkdirSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { type } from "arktype";
 import { writeJsonAtomic } from "../lib/io/atomic.ts";
-import { parseFlags } from "../lib/io/cli.ts";
+import { parseFlags, resolveOptions } from "../lib/io/cli.ts";
 import { runMain, UserError } from "../lib/io/errors.ts";
 import { readJsonlAll } from "../lib/io/manifest.ts";
-import { runPaths } from "../lib/io/rundir.ts";
+import { portablePath, runPaths } from "../lib/io/rundir.ts";
+import { describeDiff, settingsDiff } from "../lib/io/settings.ts";
 import { ReferenceRow } from "../lib/io/schemas.ts";
 import { RAW_ENCODER } from "../lib/models/featurizer.ts";
 import { DEFAULTS as DPO_DEFAULTS, run as dpoEpoch } from "./dpo-epoch.ts";
@@ -56,6 +61,35 @@ export const DEFAULTS: Omit<DemoOptions, "run"> = {
   model: "checkpoints/tiny", subjects: 6, perReference: 2, steps: 20, guidance: 1, sslSteps: 80, dpoEpochs: 3, seed: 0, force: false,
 };
 
+/** The options' schema: the CLI and run() check with it. */
+export const OPTIONS = type({
+  run: "string > 0", model: "string > 0", subjects: "number.integer > 0", perReference: "number.integer > 0", steps: "number.integer > 0",
+  guidance: "number >= 0", sslSteps: "number.integer > 0", dpoEpochs: "number.integer > 0", seed: "number.integer >= 0", force: "boolean",
+});
+
+/**
+ * <run>/demo-settings.json: every option but --force. A rerun compares, so changed settings are
+ * refused instead of reusing steps made with the old ones.
+ */
+function checkDemoSettings(o: DemoOptions): { path: string; settings: Record<string, unknown> } {
+  const path = join(o.run, "demo-settings.json");
+  const { force: _f, run: _r, ...rest } = o;
+  const settings = { ...rest, model: portablePath(o.run, o.model) };
+  if (existsSync(path) && !o.force) {
+    let before: Record<string, unknown>;
+    try {
+      before = JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown>;
+    } catch (e) {
+      throw new UserError(`${path}: not valid JSON (${(e as Error).message}); pass --force to start the demo over`);
+    }
+    const diff = settingsDiff(before, settings);
+    if (diff.length) {
+      throw new UserError(`${o.run} holds a demo made with other settings (${describeDiff(diff)}): rerun with those, pass --force to start over with these, or use another --run`);
+    }
+  }
+  return { path, settings };
+}
+
 /** The tiny generator's image size (pixel-unshuffle VAE, factor 4: 16x16 latents). */
 const TINY = 64;
 /** The patch grid the scorer reads: MobileNetV2's 14x14 map (its 7x7 one cannot tell the catalogue's subjects apart). */
@@ -65,12 +99,15 @@ const pct = (x: number | undefined) => (x === undefined ? "-" : `${(100 * x).toF
 const indent = (s: string) => s.replace(/^/gm, "    ");
 
 export async function run(opts: Partial<DemoOptions> & { run: string }) {
-  const o: DemoOptions = { ...DEFAULTS, ...opts };
+  const o = resolveOptions<DemoOptions>(OPTIONS, DEFAULTS, opts);
   if (!existsSync(join(o.model, "model_index.json"))) throw new UserError(`${o.model} is not there: the tiny world's generator is committed under checkpoints/tiny (remake it with bun scripts/pretrain-tiny.ts)`);
   const before = o.run;
   const after = `${o.run}-after`;
   const scorer = `${o.run}-scorer`;
+  const recorded = checkDemoSettings(o);
   if (o.force) for (const d of [before, after, scorer]) rmSync(d, { recursive: true, force: true });
+  mkdirSync(before, { recursive: true });
+  await writeJsonAtomic(recorded.path, recorded.settings);
   const ip = join(o.model, "ip-adapter.safetensors");
   const gen = (x: Partial<GenerateOptions>): GenerateOptions => ({ ...GENERATE_DEFAULTS, run: before, mode: "reference", model: "tinyworld", seed: o.seed, ...x });
   const personalized = (run: string, ipAdapter: string) =>
@@ -196,8 +233,8 @@ if (import.meta.main) {
     if (v.help) return console.log(HELP);
     console.log("patchdpo demo: prompts -> references -> personalized generations -> scorer check -> encoder SSL -> patch scores -> PatchDPO epochs -> generations again -> judge, eval + report, all on the tiny world (CPU, no downloads).");
     await run({
-      run: v.run!, model: v.model!, subjects: Number(v.subjects), perReference: Number(v["per-reference"]), steps: Number(v.steps), guidance: Number(v.guidance),
-      sslSteps: Number(v["ssl-steps"]), dpoEpochs: Number(v["dpo-epochs"]), seed: Number(v.seed), force: v.force!,
+      run: v.run!, model: v.model, subjects: Number(v.subjects), perReference: Number(v["per-reference"]), steps: Number(v.steps), guidance: Number(v.guidance),
+      sslSteps: Number(v["ssl-steps"]), dpoEpochs: Number(v["dpo-epochs"]), seed: Number(v.seed), force: v.force,
     });
   });
 }

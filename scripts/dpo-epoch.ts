@@ -25,23 +25,28 @@
 // diffusers' load_ip_adapter read it) and train/ip-adapter-epoch-<N>.json (what the epoch did).
 // Resumable: --resume continues from the newest step checkpoint of the same epoch and ends with the
 // same bytes as an uninterrupted run (each step's noise, timesteps and dropout come from an Rng
-// seeded by (seed, epoch, step); the order from (seed, epoch)).
+// seeded by (seed, epoch, step); the order from (seed, epoch)). A resume, or a rerun of a finished
+// epoch, with other settings is refused. --force checks everything first (models, size, weights,
+// every quality map), trains the epoch aside and swaps it in only when this invocation succeeds.
 
 import { clearSessionCache } from "../lib/graph/index.ts";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { type } from "arktype";
-import { type DiffusionModel, type IpAdapter, MODEL_LAYOUT_HELP, checkModels, loadDiffusionModel, loadIpAdapter } from "../lib/diffusion/model.ts";
+import { type DiffusionModel, type IpAdapter, MODEL_LAYOUT_HELP, checkImageSize, checkModels, loadDiffusionModel, loadIpAdapter, nativeSize } from "../lib/diffusion/model.ts";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
 import { writeJsonAtomic } from "../lib/io/atomic.ts";
+import { resolveOptions } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { type RgbImage, loadImage } from "../lib/io/images.ts";
-import { appendJsonl, readJsonlAll, repairJsonlTail, writeJsonl } from "../lib/io/manifest.ts";
+import { withLockFile } from "../lib/io/lock.ts";
+import { appendJsonl, byUniqueId, readJsonlAll, repairJsonlTail, writeJsonl } from "../lib/io/manifest.ts";
 import { progress } from "../lib/io/progress.ts";
-import { type RunPaths, runPaths, stableHash } from "../lib/io/rundir.ts";
+import { type RunPaths, existingRunDir, fromPortablePath, portablePath, runPaths, stableHash } from "../lib/io/rundir.ts";
 import { recordStep } from "../lib/io/runlog.ts";
-import { openSafetensors } from "../lib/io/safetensors.ts";
+import { type SafetensorsFile, openSafetensors } from "../lib/io/safetensors.ts";
+import { Staging } from "../lib/io/staging.ts";
 import { GenerationRow, PatchScoreRow, ReferenceRow, TrainLogRow } from "../lib/io/schemas.ts";
 import { IpAdapterUNetSource, unetParamShapes } from "../lib/models/unet.ts";
 import { MASKED_FILL, foregroundMap, resizeMap } from "../lib/patch/quality.ts";
@@ -84,8 +89,8 @@ export interface DpoEpochOptions {
   ipScale: number;
   /** ip: every to_k_ip / to_v_ip; ip+proj: also the image projection / resampler (image_proj.*). */
   train: TrainSet;
-  /** Training resolution in pixels (square). */
-  size: number;
+  /** Training resolution in pixels (square); default: the model's own (UNet sample_size x VAE factor), else 512. */
+  size?: number;
   seed: number;
   /** Write train/checkpoints/step-N every this many steps (0: only at the end / at --stop-at). */
   saveEvery: number;
@@ -106,9 +111,22 @@ export interface DpoEpochOptions {
 /** The authors' run (DESIGN.md): AdamW lr 3e-5, weight decay 0.01, 512 px, 4 pairs per GPU. */
 export const DEFAULTS = {
   objective: "patch-dpo", epoch: 1, lr: 3e-5, minLr: 0, weightDecay: 0.01, batch: 4, gradAccum: 1, clip: 1.0, warmup: 0,
-  schedule: "constant", beta: DPO_DEFAULTS.beta, lambda: DPO_DEFAULTS.lambda, ipScale: 1, train: "ip", size: 512, seed: 0,
+  schedule: "constant", beta: DPO_DEFAULTS.beta, lambda: DPO_DEFAULTS.lambda, ipScale: 1, train: "ip", seed: 0,
   saveEvery: 200, resume: false, force: false, device: "cpu", threads: 0,
 } as const satisfies Partial<DpoEpochOptions>;
+
+/** What run() needs; everything else takes its default. */
+export type DpoEpochInput = Pick<DpoEpochOptions, "run" | "model" | "ipAdapter" | "imageEncoder"> & Partial<DpoEpochOptions>;
+
+/** The options' schema: the CLI and run() check with it. */
+export const OPTIONS = type({
+  run: "string > 0", model: "string > 0", ipAdapter: "string > 0", imageEncoder: "string > 0",
+  objective: type.enumerated(...OBJECTIVES), epoch: "number.integer > 0", lr: "number > 0", minLr: "number >= 0", weightDecay: "number >= 0",
+  batch: "number.integer > 0", gradAccum: "number.integer > 0", clip: "number >= 0", warmup: "number.integer >= 0",
+  schedule: "'constant' | 'warmup' | 'cosine'", beta: "number > 0", lambda: "number >= 0", ipScale: "number", train: type.enumerated(...TRAIN_SETS),
+  "size?": "number.integer > 0", seed: "number.integer >= 0", saveEvery: "number.integer >= 0", "maxSteps?": "number.integer > 0",
+  "stopAt?": "number.integer > 0", resume: "boolean", force: "boolean", device: type.enumerated(...DEVICES), threads: "number.integer >= 0",
+});
 
 export interface DpoEpochResult {
   epoch: number;
@@ -133,6 +151,9 @@ export interface DpoEpochResult {
   lastLoss?: number;
   trainable: { names: number; values: number };
 }
+
+/** Config keys that hold paths: recorded relative to the run when inside it, compared as absolute paths. */
+const PATH_KEYS = new Set(["model", "ipAdapter", "imageEncoder", "from", "source"]);
 
 /** Config keys that must match for --resume (device, threads, save-every, stop-at are free). */
 const RESUME_KEYS = [
@@ -170,9 +191,9 @@ async function loadPairs(paths: RunPaths, needMaps: boolean): Promise<{ pairs: P
   for (const f of [paths.references, paths.generations]) {
     if (!existsSync(f)) throw new UserError(`${f} is missing: dpo-epoch trains on the run's references and generations (run generate-images first)`);
   }
-  const refs = new Map((await readJsonlAll(paths.references, ReferenceRow)).map((r) => [r.id, r]));
+  const refs = byUniqueId(await readJsonlAll(paths.references, ReferenceRow), paths.references);
   const gens = await readJsonlAll(paths.generations, GenerationRow);
-  const genById = new Map(gens.map((g) => [g.id, g]));
+  const genById = byUniqueId(gens, paths.generations);
   const seen = new Set<string>();
   const pairs: Pair[] = [];
   const join1 = (file: string, line: number, id: string, refId: string, gen: GenerationRow, scores?: string) => {
@@ -213,6 +234,30 @@ function checkScoreFile(file: string, where: string): void {
   const f = openSafetensors(file);
   for (const [, key] of MAPS) {
     if (!f.has(`${key}_latent`) && !f.has(key)) throw new UserError(`${where}: ${file} holds neither ${key}_latent nor ${key} (rerun score-patches --force)`);
+    checkMapValues(f, key, where);
+  }
+}
+
+/**
+ * Quality maps must be finite and in [0, 1]: a NaN would be read as "perfect" and a huge value
+ * would dominate the loss. NaN is allowed only at the encoder grid, on the patches the file's
+ * mask marks as background (score-patches stores them so; the latent maps have them filled).
+ */
+function checkMapValues(f: SafetensorsFile, key: "q_ref" | "q_gen", where: string): void {
+  const maskName = key === "q_gen" ? "gen_mask" : "ref_mask";
+  for (const name of [key, `${key}_latent`]) {
+    if (!f.has(name)) continue;
+    const v = f.float32(name);
+    const shape = f.info(name).shape;
+    const mask = name === key && f.has(maskName) ? f.float32(maskName) : undefined;
+    for (let i = 0; i < v.length; i++) {
+      const x = v[i]!;
+      const ok = Number.isNaN(x) ? !!mask && mask[i] === 1 : x >= 0 && x <= 1;
+      if (ok) continue;
+      const w = shape.at(-1) ?? 1;
+      const why = Number.isNaN(x) ? `NaN on a patch ${mask ? `that ${maskName} does not mask` : `(the file has no ${maskName}, so no patch may be NaN)`}` : `${x}, outside [0, 1]`;
+      throw new UserError(`${where}: ${f.path}: ${name}[${Math.floor(i / w)}, ${i % w}] is ${why}. Quality maps must be finite and in [0, 1]: rerun score-patches --force for this run (or fix the file)`);
+    }
   }
 }
 
@@ -307,14 +352,26 @@ function epochStartStep(paths: RunPaths, epoch: number, logRows: TrainLogRow[]):
 
 // ------------------------------------------------------------------ the epoch
 
-export async function run(o: DpoEpochOptions): Promise<DpoEpochResult> {
-  if (!Number.isInteger(o.epoch) || o.epoch < 1) throw new UsageError(`--epoch must be a positive integer, got ${o.epoch}`);
-  if (!OBJECTIVES.includes(o.objective)) throw new UsageError(`--objective ${o.objective}: expected one of ${OBJECTIVES.join(", ")}`);
-  if (!TRAIN_SETS.includes(o.train)) throw new UsageError(`--train ${o.train}: expected one of ${TRAIN_SETS.join(", ")}`);
-  const paths = runPaths(o.run);
-  if (!existsSync(paths.root)) throw new UserError(`run directory ${paths.root} does not exist`);
-  const out = epochFile(paths, o.epoch);
-  const summaryPath = epochSummary(paths, o.epoch);
+export async function run(input: DpoEpochInput): Promise<DpoEpochResult> {
+  const o = resolveOptions<DpoEpochOptions>(OPTIONS, DEFAULTS, input);
+  const root = existingRunDir(o.run);
+  const { onStep: _s, ...recorded } = o;
+  return recordStep(root, `dpo-epoch (epoch ${o.epoch}, ${o.objective})`, recorded, () =>
+    withLockFile(join(root, "train.lock"), `dpo-epoch in ${root}`, () => epoch(o, root)));
+}
+
+/** `from` and the other path settings, compared where they point (a copied run folder still resumes). */
+function sameSetting(root: string, key: string, a: unknown, b: unknown): boolean {
+  if (PATH_KEYS.has(key) && typeof a === "string" && typeof b === "string") return a === b || fromPortablePath(root, a) === fromPortablePath(root, b);
+  return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+}
+
+function otherSettings(root: string, saved: Record<string, unknown>, config: Record<string, unknown>): string[] {
+  return RESUME_KEYS.filter((k) => !sameSetting(root, k, saved[k], config[k])).map((k) => `${k}: ${JSON.stringify(saved[k])} there, ${JSON.stringify(config[k])} now`);
+}
+
+async function epoch(o: DpoEpochOptions, root: string): Promise<DpoEpochResult> {
+  const paths = runPaths(root);
   const needMaps = o.objective !== "mse";
 
   // ---- models: the reference IP-Adapter, and the one this epoch starts from
@@ -329,9 +386,9 @@ export async function run(o: DpoEpochOptions): Promise<DpoEpochResult> {
   if (ipStart.projection.embeddingDim !== width) {
     throw new UserError(`IP-Adapter ${ipStart.file} projects ${ipStart.projection.embeddingDim}-wide image features but --image-encoder ${o.imageEncoder} gives ${width}: pass the image encoder the adapter was trained with`);
   }
-  const down = model.vaeFactor * 2 ** (model.unet.config.blockOutChannels.length - 1);
-  if (!Number.isInteger(o.size) || o.size % down !== 0) throw new UsageError(`--size ${o.size}: must be a multiple of ${down} for ${model.dir} (VAE factor ${model.vaeFactor} x UNet downsampling)`);
-  const L = o.size / model.vaeFactor;
+  const size = o.size ?? nativeSize(model) ?? 512;
+  checkImageSize(model, size, size);
+  const L = size / model.vaeFactor;
 
   // ---- data and the epoch's order
   const { pairs, source } = await loadPairs(paths, needMaps);
@@ -342,38 +399,49 @@ export async function run(o: DpoEpochOptions): Promise<DpoEpochResult> {
 
   // ---- state on disk: fresh, forced or resumed
   mkdirSync(paths.trainDir, { recursive: true });
+  // A forced run trains aside (staging: checkpoints, log, epoch file) and swaps in at the end.
+  const stage = new Staging(root, `dpo-epoch-${o.epoch}`);
+  stage.recover();
   if (existsSync(paths.trainLog)) await repairJsonlTail(paths.trainLog);
   let logRows = existsSync(paths.trainLog) ? await readJsonlAll(paths.trainLog, TrainLogRow) : [];
   const mine = () => checkpointsOf(paths).filter((c) => c.epoch === o.epoch);
-  if (o.force) {
-    for (const c of mine()) rmSync(c.dir, { recursive: true, force: true });
-    for (const f of [out, summaryPath]) rmSync(f, { force: true });
-    if (existsSync(epochFile(paths, o.epoch + 1))) process.stderr.write(`dpo-epoch: warning: epoch ${o.epoch + 1} was trained from the epoch ${o.epoch} being redone; redo it too\n`);
-  }
+  const rel = (abs: string) => portablePath(root, abs);
+  const at = (abs: string) => (o.force ? stage.path(rel(abs)) : abs);
+  const out = epochFile(paths, o.epoch);
+  const summaryPath = epochSummary(paths, o.epoch);
   const startStep = epochStartStep(paths, o.epoch, logRows);
   const config = {
-    model: model.dir, ipAdapter: ipRef.file, imageEncoder: o.imageEncoder, from, objective: o.objective, epoch: o.epoch, lr: o.lr, minLr: o.minLr,
+    model: rel(model.dir), ipAdapter: rel(ipRef.file), imageEncoder: o.imageEncoder, from: rel(from), objective: o.objective, epoch: o.epoch, lr: o.lr, minLr: o.minLr,
     weightDecay: o.weightDecay, batch: o.batch, gradAccum: o.gradAccum, clip: o.clip, warmup: o.warmup, schedule: o.schedule,
-    beta: o.beta, lambda: o.lambda, ipScale: o.ipScale, train: o.train, size: o.size, seed: o.seed, maxSteps: o.maxSteps ?? null,
-    dropout: o.dropout ?? CFG_DROPOUT, pairs: N, data: stableHash(pairs.map((p) => p.id).join("\n")), source, steps, startStep,
+    beta: o.beta, lambda: o.lambda, ipScale: o.ipScale, train: o.train, size, seed: o.seed, maxSteps: o.maxSteps ?? null,
+    dropout: o.dropout ?? CFG_DROPOUT, pairs: N, data: stableHash(pairs.map((p) => p.id).join("\n")), source: rel(source), steps, startStep,
   };
   const baseResult = { epoch: o.epoch, out, from, pairs: N, steps, startStep, stepsRun: 0, skipped: 0, secondsPerStep: 0 };
-  if (existsSync(out)) {
+  if (existsSync(out) && !o.force) {
     if (o.resume && existsSync(summaryPath)) {
-      const s = readJsonFile<{ endStep: number; trainable: { names: number; values: number } }>(summaryPath);
+      const s = readJsonFile<{ endStep: number; trainable: { names: number; values: number }; config?: Record<string, unknown> }>(summaryPath);
+      const diff = s.config ? otherSettings(root, s.config, config) : [];
+      if (diff.length) throw new UserError(`epoch ${o.epoch} (${out}) was trained with other settings (${diff.join("; ")}); rerun with those, pass --force to redo the epoch with these, or use another --run`);
       return { ...baseResult, finished: true, alreadyDone: true, endStep: s.endStep, trainable: s.trainable };
     }
     throw new UserError(`${out} exists: epoch ${o.epoch} is already trained; pass --force to redo it (or --epoch ${o.epoch + 1} to continue)`);
   }
-  const resumeFrom = o.resume ? mine().at(-1) : undefined;
-  if (!resumeFrom && mine().length) {
+  const resumeFrom = o.resume && !o.force ? mine().at(-1) : undefined;
+  if (!resumeFrom && !o.force && mine().length) {
     throw new UserError(`${paths.checkpointsDir} holds checkpoints of epoch ${o.epoch}: pass --resume to continue them, or --force to start the epoch over`);
+  }
+  const logPath = at(paths.trainLog);
+  if (o.force) {
+    stage.begin();
+    if (existsSync(epochFile(paths, o.epoch + 1))) process.stderr.write(`dpo-epoch: warning: epoch ${o.epoch + 1} was trained from the epoch ${o.epoch} being redone; redo it too\n`);
+    logRows = logRows.filter((r) => (r.epoch ?? 0) !== o.epoch);
+    await writeJsonl(logPath, logRows, TrainLogRow);
   }
 
   // ---- the trainer (compiled once), the trainable weights and the frozen reference
   const isTrainable = trainableFor(o.train);
   const trainer = new DiffusionTrainer({
-    model, ip: ipStart, pairs: o.batch, height: o.size, width: o.size, objective: o.objective, dpo: { beta: o.beta, lambda: o.lambda },
+    model, ip: ipStart, pairs: o.batch, height: size, width: size, objective: o.objective, dpo: { beta: o.beta, lambda: o.lambda },
     trainable: isTrainable, ipScale: o.ipScale, device: o.device, threads: o.threads,
     // ORT's arena: 3x faster steps on toy models; off for real ones, where it would hold the peak for good.
     memArena: [...unetParamShapes(model.unet.config).values()].reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0) < 50e6,
@@ -395,10 +463,9 @@ export async function run(o: DpoEpochOptions): Promise<DpoEpochResult> {
   let skippedTotal = 0;
   if (resumeFrom) {
     const ck = await loadCheckpoint(resumeFrom.dir);
-    const saved = ck.state.config;
-    const diff = RESUME_KEYS.filter((k) => JSON.stringify(saved[k] ?? null) !== JSON.stringify(config[k] ?? null));
+    const diff = otherSettings(root, ck.state.config, config);
     if (diff.length) {
-      throw new UserError(`${resumeFrom.dir} was trained with other settings (${diff.map((k) => `${k}: ${JSON.stringify(saved[k])} there, ${JSON.stringify(config[k])} now`).join("; ")}); resume with the same flags and data, or start over with --force`);
+      throw new UserError(`${resumeFrom.dir} was trained with other settings (${diff.join("; ")}); resume with the same flags and data, or start over with --force`);
     }
     const restored = new Map<string, Float32Array>();
     for (const name of shapes.keys()) {
@@ -414,7 +481,7 @@ export async function run(o: DpoEpochOptions): Promise<DpoEpochResult> {
   // The log may hold rows of this epoch past the checkpoint (or from a run that never reached one).
   const firstKept = startStep + local;
   const kept = logRows.filter((r) => (r.epoch ?? 0) !== o.epoch || r.step < firstKept);
-  if (kept.length !== logRows.length) await writeJsonl(paths.trainLog, kept, TrainLogRow);
+  if (kept.length !== logRows.length) await writeJsonl(logPath, kept, TrainLogRow);
   logRows = kept;
 
   // ---- the loop
@@ -438,6 +505,8 @@ export async function run(o: DpoEpochOptions): Promise<DpoEpochResult> {
   const bar = progress(Math.max(0, stop - local), `dpo-epoch ${o.epoch} (${o.objective})`);
   let badInARow = 0, skipped = 0, seconds = 0, done = 0;
   let firstLoss: number | undefined, lastLoss: number | undefined;
+  // Whether any step of this epoch has updated the weights (a NaN before that is not the lr's fault).
+  let updated = local > 0;
   for (let s = local; s < stop; s++) {
     const t0 = performance.now();
     const rng = stepRng(s);
@@ -457,14 +526,22 @@ export async function run(o: DpoEpochOptions): Promise<DpoEpochResult> {
       skipped++;
       skippedTotal++;
       process.stderr.write(`dpo-epoch: step ${startStep + s}: ${Number.isFinite(loss) ? "non-finite gradients" : `loss ${loss}`}; step skipped\n`);
-      if (++badInARow >= 5) throw new UserError(`dpo-epoch: 5 steps in a row had NaN/Inf loss or gradients (last: step ${startStep + s}); lower --lr (now ${o.lr})${o.objective === "patch-dpo" ? ` or --beta (now ${o.beta})` : ""}`);
+      if (++badInARow >= 5 && !updated) {
+        throw new UserError(
+          `dpo-epoch: the loss or gradients are NaN/Inf from the first step of the epoch, before any weight was updated (steps ${startStep + s - 4}..${startStep + s}), ` +
+            `so --lr and --beta are not the cause: the inputs are. The weights and quality maps were checked finite at load; check the model ${model.dir} and ${from} ` +
+            `(generate-images --check-models), --ip-scale (now ${o.ipScale}) and --size (now ${size})`,
+        );
+      }
+      if (badInARow >= 5) throw new UserError(`dpo-epoch: 5 steps in a row had NaN/Inf loss or gradients (last: step ${startStep + s}) after training went well until then; lower --lr (now ${o.lr})${o.objective === "patch-dpo" ? ` or --beta (now ${o.beta})` : ""}`);
     } else {
       badInARow = 0;
+      updated = true;
       const gradNorm = o.clip > 0 ? clipGradNorm(grads, o.clip) : globalNorm(grads.values());
       const lr = learningRate(sched, s);
       opt.step(weights, grads, lr);
       const row: TrainLogRow = { step: startStep + s, loss, lr, epoch: o.epoch, gradNorm, seconds: Math.round((performance.now() - t0)) / 1000, ...logs };
-      await appendJsonl(paths.trainLog, row, TrainLogRow);
+      await appendJsonl(logPath, row, TrainLogRow);
       o.onStep?.(row);
       firstLoss ??= loss;
       lastLoss = loss;
@@ -474,7 +551,7 @@ export async function run(o: DpoEpochOptions): Promise<DpoEpochResult> {
     bar.tick();
     const completed = s + 1;
     if ((o.saveEvery > 0 && (startStep + completed) % o.saveEvery === 0) || completed === stop) {
-      await saveCheckpoint(join(paths.checkpointsDir, `step-${startStep + completed}`), checkpointParams(), opt, {
+      await saveCheckpoint(at(join(paths.checkpointsDir, `step-${startStep + completed}`)), checkpointParams(), opt, {
         step: startStep + completed, epoch: o.epoch, localStep: completed, rng: stepRng(completed).state(), config, skipped: skippedTotal,
       });
     }
@@ -485,13 +562,18 @@ export async function run(o: DpoEpochOptions): Promise<DpoEpochResult> {
   const finished = Math.max(stop, local) >= steps;
   const trainable = { names: shapes.size, values: [...shapes.values()].reduce((a, sh) => a + sh.reduce((x, y) => x * y, 1), 0) };
   if (finished) {
-    await saveIpAdapter(out, model, ipStart, weights);
+    await saveIpAdapter(at(out), model, ipStart, weights);
     const epochLog = logRows.filter((r) => r.epoch === o.epoch);
-    await writeJsonAtomic(summaryPath, {
-      epoch: o.epoch, objective: o.objective, train: o.train, from, reference: ipRef.file, startStep, endStep, steps, pairs: N,
+    await writeJsonAtomic(at(summaryPath), {
+      epoch: o.epoch, objective: o.objective, train: o.train, from: rel(from), reference: rel(ipRef.file), startStep, endStep, steps, pairs: N,
       skipped: skippedTotal, trainable, config, finishedAt: new Date().toISOString(),
       firstLoss: epochLog[0]?.loss ?? firstLoss ?? null, lastLoss: lastLoss ?? epochLog.at(-1)?.loss ?? null,
     });
+  }
+  if (o.force) {
+    // The swap: the epoch's old checkpoints, file and summary go; the new ones and the log come in.
+    const old = [...mine().map((c) => rel(c.dir)), rel(out), rel(summaryPath)];
+    await stage.commit(old, [rel(paths.trainLog)]);
   }
   // This epoch's sessions are keyed to its start weights, which the next epoch replaces: release them,
   // or a process that runs many epochs (a notebook, TinyBench) keeps every one with its memory arena
@@ -529,13 +611,14 @@ usage: bun scripts/dpo-epoch.ts --run <dir> --model <folder> --ip-adapter <file>
   --lambda <x>            patch-dpo: weight of the keep-good-patches term (default: ${DEFAULTS.lambda})
   --ip-scale <s>          image prompt weight in the decoupled cross-attention (default: ${DEFAULTS.ipScale})
   --train <set>           ip = every to_k_ip / to_v_ip; ip+proj = also the image projection (image_proj.*) (default: ${DEFAULTS.train})
-  --size <px>             training resolution (square); quality maps are used at size / VAE factor (default: ${DEFAULTS.size})
+  --size <px>             training resolution (square); quality maps are used at size / VAE factor (default: the model's
+                          own size, unet sample_size x VAE factor, else 512; sizes more than 2x off it are refused)
   --seed <n>              seeds the epoch's pair order and each step's noise, timesteps and dropout (default: ${DEFAULTS.seed})
   --save-every <n>        write train/checkpoints/step-N every n steps, 0 = only at the end (default: ${DEFAULTS.saveEvery})
   --max-steps <n>         end the epoch after n steps (default: one pass over the pairs)
   --stop-at <n>           end this invocation after n steps of the epoch with a checkpoint (as if preempted)
   --resume                continue from the newest checkpoint of this epoch (same flags; ends identical to an uninterrupted run)
-  --force                 redo the epoch, deleting its checkpoints, log rows and output
+  --force                 redo the epoch: its checkpoints, log rows and output are replaced when this run succeeds
   --device <d>            cpu | cuda | webgpu (default: ${DEFAULTS.device})
   --threads <n>           intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
   -h, --help              this help
@@ -559,7 +642,7 @@ if (import.meta.main) {
         warmup: { type: "string", default: String(DEFAULTS.warmup) }, schedule: { type: "string", default: DEFAULTS.schedule },
         beta: { type: "string", default: String(DEFAULTS.beta) }, lambda: { type: "string", default: String(DEFAULTS.lambda) },
         "ip-scale": { type: "string", default: String(DEFAULTS.ipScale) }, train: { type: "string", default: DEFAULTS.train },
-        size: { type: "string", default: String(DEFAULTS.size) }, seed: { type: "string", default: String(DEFAULTS.seed) },
+        size: { type: "string" }, seed: { type: "string", default: String(DEFAULTS.seed) },
         "save-every": { type: "string", default: String(DEFAULTS.saveEvery) }, "max-steps": { type: "string" }, "stop-at": { type: "string" },
         resume: { type: "boolean", default: false }, force: { type: "boolean", default: false },
         device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) },
@@ -574,30 +657,17 @@ if (import.meta.main) {
       throw new UsageError(`${(e as Error).message}\n\n${HELP}`);
     }
     if (v.help) return console.log(HELP);
-    const Flags = type({
-      run: "string > 0", model: "string > 0", ipAdapter: "string > 0", imageEncoder: "string > 0",
-      objective: type.enumerated(...OBJECTIVES), epoch: "number.integer > 0", lr: "number > 0", minLr: "number >= 0", weightDecay: "number >= 0",
-      batch: "number.integer > 0", gradAccum: "number.integer > 0", clip: "number >= 0", warmup: "number.integer >= 0",
-      schedule: "'constant' | 'warmup' | 'cosine'", beta: "number > 0", lambda: "number >= 0", ipScale: "number", train: type.enumerated(...TRAIN_SETS),
-      size: "number.integer > 0", seed: "number.integer >= 0", saveEvery: "number.integer >= 0", "maxSteps?": "number.integer > 0",
-      "stopAt?": "number.integer > 0", device: type.enumerated(...DEVICES), threads: "number.integer >= 0",
-    });
-    const flags = Flags({
-      run: v.run, model: v.model, ipAdapter: v["ip-adapter"], imageEncoder: v["image-encoder"], objective: v.objective, epoch: Number(v.epoch),
-      lr: Number(v.lr), minLr: Number(v["min-lr"]), weightDecay: Number(v["weight-decay"]), batch: Number(v.batch), gradAccum: Number(v["grad-accum"]),
-      clip: Number(v.clip), warmup: Number(v.warmup), schedule: v.schedule, beta: Number(v.beta), lambda: Number(v.lambda), ipScale: Number(v["ip-scale"]),
-      train: v.train, size: Number(v.size), seed: Number(v.seed), saveEvery: Number(v["save-every"]), device: v.device, threads: Number(v.threads),
-      ...(v["max-steps"] !== undefined ? { maxSteps: Number(v["max-steps"]) } : {}),
-      ...(v["stop-at"] !== undefined ? { stopAt: Number(v["stop-at"]) } : {}),
-    });
-    if (flags instanceof type.errors) throw new UsageError(`bad flag: ${flags.summary}\n\n${HELP}`);
-    const opts: DpoEpochOptions = {
-      ...flags, resume: v.resume!, force: v.force!,
+    const num = (x: string | undefined) => (x === undefined ? undefined : Number(x));
+    const t0 = performance.now();
+    const res = await run({
+      run: v.run!, model: v.model!, ipAdapter: v["ip-adapter"]!, imageEncoder: v["image-encoder"]!, objective: v.objective as Objective, epoch: num(v.epoch),
+      lr: num(v.lr), minLr: num(v["min-lr"]), weightDecay: num(v["weight-decay"]), batch: num(v.batch), gradAccum: num(v["grad-accum"]),
+      clip: num(v.clip), warmup: num(v.warmup), schedule: v.schedule as ScheduleName, beta: num(v.beta), lambda: num(v.lambda), ipScale: num(v["ip-scale"]),
+      train: v.train as TrainSet, size: num(v.size), seed: num(v.seed), saveEvery: num(v["save-every"]), device: v.device as Device, threads: num(v.threads),
+      maxSteps: num(v["max-steps"]), stopAt: num(v["stop-at"]), resume: v.resume, force: v.force,
       // One JSON line per step for logs; a person at a terminal gets the progress bar instead.
       onStep: process.stderr.isTTY ? undefined : (row) => console.log(JSON.stringify(row)),
-    };
-    const t0 = performance.now();
-    const res = await recordStep(resolve(opts.run), `dpo-epoch (epoch ${opts.epoch}, ${opts.objective})`, { ...opts, onStep: undefined }, () => run(opts));
+    });
     if (res.alreadyDone) return console.log(`epoch ${res.epoch} had already finished (${res.endStep - res.startStep} steps) -> ${res.out}`);
     const loss = (x?: number) => (x === undefined ? "n/a" : x.toPrecision(4));
     console.log(

@@ -15,20 +15,23 @@
 //   cache/           embeddings per encoder and image content (safetensors), reused by reruns
 // Then `bun scripts/report.ts --eval <out>` renders report.html.
 
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { basename, extname, join, relative, resolve } from "node:path";
 import { type } from "arktype";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../lib/io/atomic.ts";
-import { parseFlags } from "../lib/io/cli.ts";
+import { parseFlags, resolveOptions } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { type RgbImage, loadImage } from "../lib/io/images.ts";
-import { appendJsonl, readJsonlAll, repairJsonlTail, writeJsonl } from "../lib/io/manifest.ts";
+import { withLockFile } from "../lib/io/lock.ts";
+import { appendJsonl, byUniqueId, readJsonlAll, repairJsonlTail, writeJsonl } from "../lib/io/manifest.ts";
 import { progress } from "../lib/io/progress.ts";
-import { type Shard, inShard, isSafeId, parseShard, runPaths, shardPath } from "../lib/io/rundir.ts";
+import { type Shard, existingRunDir, inShard, isSafeId, parseShard, portablePath, runPaths, shardPath } from "../lib/io/rundir.ts";
 import { recordStep } from "../lib/io/runlog.ts";
 import { GenerationRow, PromptRow, ReferenceRow } from "../lib/io/schemas.ts";
+import { Staging } from "../lib/io/staging.ts";
+import { checkShards } from "./generate-images.ts";
 import { KOSMOSG_REF_PHOTO, type PromptFile, readPromptFile, subjectPrompts } from "../lib/eval/dreambench.ts";
 import { EmbeddingCache, type EmbedderOptions, type ImageEmbedder, type TextEmbedder, clipEmbedders, contentHash, dinoEmbedder, embedTexts, featureEmbedder } from "../lib/eval/embeddings.ts";
 import { EvalScoreRow, type MetricName, type MetricValues, SETTINGS, type Setting, type Summary, authorsScoreJson, cosine, imageScore, refsForSetting, summarize } from "../lib/eval/metrics.ts";
@@ -67,6 +70,17 @@ export interface EvalOptions {
 export const DEFAULTS = {
   encoderFeature: "default", setting: "all-refs", refPhoto: "0", batch: 8, device: "cpu", threads: 0, force: false,
 } as const satisfies Partial<EvalOptions>;
+
+/** What run() takes: the images (or a run) and whatever else the caller changes; the rest are DEFAULTS. */
+export type EvalInput = Partial<EvalOptions>;
+
+/** The options' schema: the CLI and run() check with it. */
+export const OPTIONS = type({
+  "images?": "string > 0", "run?": "string > 0", "real?": "string > 0", "prompts?": "string > 0", "uniqueToken?": "string", "dino?": "string > 0",
+  "clip?": "string > 0", encoderFeature: "string > 0", setting: type.enumerated(...SETTINGS), refPhoto: "string > 0", "out?": "string > 0",
+  batch: "number.integer > 0", "shard?": { index: "number.integer >= 0", count: "number.integer > 0" }, device: type.enumerated(...DEVICES),
+  threads: "number.integer >= 0", force: "boolean",
+});
 
 const IMAGE_EXT = new Set([".png", ".jpg", ".jpeg", ".webp"]);
 const isImageFile = (f: string) => !f.startsWith(".") && IMAGE_EXT.has(extname(f).toLowerCase());
@@ -172,7 +186,9 @@ async function realFromRun(run: string, subjects: string[]): Promise<Map<string,
   const paths = runPaths(run);
   if (!existsSync(paths.references)) throw new UserError(`${paths.references} is missing: pass --real <folder> (one sub-folder of photos per subject) or run generate-images --mode reference first`);
   const by = new Map<string, ReferenceRow[]>();
-  for (const r of await readJsonlAll(paths.references, ReferenceRow)) {
+  const refs = await readJsonlAll(paths.references, ReferenceRow);
+  byUniqueId(refs, paths.references);
+  for (const r of refs) {
     if (!by.has(r.subjectId)) by.set(r.subjectId, []);
     by.get(r.subjectId)!.push(r);
   }
@@ -292,8 +308,15 @@ export interface EvalResult {
   summary?: Summary & { meta: Record<string, unknown> };
 }
 
-export async function run(o: EvalOptions): Promise<EvalResult> {
+export async function run(input: EvalInput): Promise<EvalResult> {
+  const o = resolveOptions<EvalOptions>(OPTIONS, DEFAULTS, input);
   if (!!o.images === !!o.run) throw new UsageError("give exactly one of --images <folder> or --run <dir>");
+  if (!o.run) return evaluate(o);
+  const { embedders: _e, ...recorded } = o;
+  return recordStep(existingRunDir(o.run), "eval", recorded, () => evaluate(o));
+}
+
+async function evaluate(o: EvalOptions): Promise<EvalResult> {
   if (!o.real && !o.run) throw new UsageError("--real <folder> is needed with --images (one sub-folder of real photos per subject)");
   const outDir = outDirOf(o);
   const items = o.images ? itemsFromImages(o.images, outDir) : await itemsFromRun(o.run!);
@@ -317,7 +340,19 @@ export async function run(o: EvalOptions): Promise<EvalResult> {
 
   const scoresPath = join(outDir, "scores.jsonl");
   const manifest = o.shard ? shardPath(scoresPath, o.shard) : scoresPath;
-  if (o.force) for (const f of [manifest, configPath(manifest)]) rmSync(f, { force: true });
+  const shardTag = o.shard ? ` --shard ${o.shard.index}/${o.shard.count}` : "";
+  return withLockFile(`${manifest}.lock`, `eval${shardTag} into ${outDir}`, () => scoreItems(o, { outDir, manifest, items, real, config, emb }));
+}
+
+interface EvalPlan { outDir: string; manifest: string; items: Item[]; real: Map<string, RealPhotos>; config: EvalConfig; emb: Embedders }
+
+async function scoreItems(o: EvalOptions, { outDir, manifest: finalManifest, items, real, config, emb }: EvalPlan): Promise<EvalResult> {
+  // A forced run scores into staging and swaps its manifest in at the end; a failure keeps the old scores.
+  const stage = new Staging(outDir, basename(finalManifest, ".jsonl"));
+  const rel = (abs: string) => portablePath(outDir, abs);
+  if (o.force) stage.begin();
+  else stage.recover();
+  const manifest = o.force ? stage.path(rel(finalManifest)) : finalManifest;
   const done = new Set<string>();
   if (existsSync(manifest)) {
     const prev = existsSync(configPath(manifest)) ? (JSON.parse(readFileSync(configPath(manifest), "utf8")) as EvalConfig) : undefined;
@@ -373,13 +408,14 @@ export async function run(o: EvalOptions): Promise<EvalResult> {
     }
   }
   bar.done();
+  if (o.force) await stage.commit([], [rel(finalManifest), rel(configPath(finalManifest))]);
   if (failures.length) {
     throw new UserError(
       `${failures.length} generated image${failures.length > 1 ? "s" : ""} could not be read: ${failures.slice(0, 5).join("; ")}${failures.length > 5 ? "; ..." : ""}. ` +
-        `The ${todo.length - failures.length} others are scored in ${manifest}; fix or remove the files and rerun (finished images are skipped).`,
+        `The ${todo.length - failures.length} others are scored in ${finalManifest}; fix or remove the files and rerun (finished images are skipped).`,
     );
   }
-  const result: EvalResult = { scored: todo.length, skipped: mine.length - todo.length, manifest, outDir };
+  const result: EvalResult = { scored: todo.length, skipped: mine.length - todo.length, manifest: finalManifest, outDir };
   if (!o.shard) result.summary = await writeSummary(outDir, items, real, config, o, emb);
   return result;
 }
@@ -413,20 +449,28 @@ async function writeSummary(outDir: string, items: Item[], real: Map<string, Rea
 }
 
 /** `--merge n`: joins the shard manifests into scores.jsonl and writes the summary. */
-export async function merge(o: EvalOptions, count: number): Promise<EvalResult> {
+export async function merge(input: EvalInput, count: number): Promise<EvalResult> {
+  const o = resolveOptions<EvalOptions>(OPTIONS, DEFAULTS, input);
   if (!Number.isSafeInteger(count) || count < 1) throw new UsageError(`--merge ${count}: expected the shard count n (a positive integer) used with --shard i/n`);
   const outDir = outDirOf(o);
   const scoresPath = join(outDir, "scores.jsonl");
   const rows: EvalScoreRow[] = [];
+  const perShard: EvalScoreRow[][] = [];
   let config: EvalConfig | undefined;
   for (let index = 0; index < count; index++) {
     const f = shardPath(scoresPath, { index, count });
     if (!existsSync(f)) throw new UserError(`--merge: shard file ${f} is missing (did shard ${index}/${count} finish?)`);
-    const c = existsSync(configPath(f)) ? (JSON.parse(readFileSync(configPath(f), "utf8")) as EvalConfig) : undefined;
-    if (c && config && JSON.stringify(c) !== JSON.stringify(config)) throw new UserError(`--merge: shard ${index}/${count} was evaluated with other settings (${describeDiff(config, c)})`);
+    if (!existsSync(configPath(f))) throw new UserError(`--merge: ${configPath(f)} is missing, so the settings of shard ${index}/${count} are unknown: rerun that shard`);
+    const c = JSON.parse(readFileSync(configPath(f), "utf8")) as EvalConfig;
+    if (config && JSON.stringify(c) !== JSON.stringify(config)) throw new UserError(`--merge: shard ${index}/${count} was evaluated with other settings (${describeDiff(config, c)})`);
     config ??= c;
-    rows.push(...(await readJsonlAll(f, EvalScoreRow)));
+    await repairJsonlTail(f);
+    perShard.push(await readJsonlAll(f, EvalScoreRow));
   }
+  // Complete against the sharded input: every generated image scored once.
+  const sharded = o.images ? itemsFromImages(o.images, outDir) : await itemsFromRun(o.run!);
+  checkShards(scoresPath, count, sharded.map((i) => i.id), perShard);
+  for (const r of perShard) rows.push(...r);
   await writeJsonl(scoresPath, rows, EvalScoreRow);
   if (config) await writeJsonAtomic(configPath(scoresPath), config);
   // The summary needs the item list and real photos: rerun without --shard, which only summarizes.
@@ -479,17 +523,12 @@ if (import.meta.main) {
       force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
     }, HELP);
     if (v.help) return console.log(HELP);
-    const Flags = type({
-      batch: "number.integer > 0", threads: "number.integer >= 0", setting: type.enumerated(...SETTINGS), device: type.enumerated(...DEVICES),
-      refPhoto: "string > 0",
-    });
-    const flags = Flags({ batch: Number(v.batch), threads: Number(v.threads), setting: v.setting, device: v.device, refPhoto: v["ref-photo"] });
-    if (flags instanceof type.errors) throw new UsageError(`bad flag: ${flags.summary}\n\n${HELP}`);
     // --bench <folder>: a DreamBench folder = its subject folders as --real + its prompts_and_classes.txt.
     if (v.bench && !existsSync(join(v.bench, "prompts_and_classes.txt"))) throw new UsageError(`--bench ${v.bench}: expected a DreamBench folder (one folder of photos per subject + prompts_and_classes.txt)`);
-    const opts: EvalOptions = {
+    const opts: EvalInput = {
       images: v.images, run: v.run, real: v.real ?? v.bench, prompts: v.prompts ?? (v.bench ? join(v.bench, "prompts_and_classes.txt") : undefined), uniqueToken: v["unique-token"], dino: v.dino, clip: v.clip,
-      encoderFeature: v["encoder-feature"]!, out: v.out, force: v.force!, shard: v.shard ? parseShard(v.shard) : undefined, ...flags,
+      encoderFeature: v["encoder-feature"], out: v.out, force: v.force, shard: v.shard ? parseShard(v.shard) : undefined,
+      batch: Number(v.batch), threads: Number(v.threads), setting: v.setting as Setting, device: v.device as Device, refPhoto: v["ref-photo"],
     };
     const t0 = performance.now();
     if (v.merge) {
@@ -497,8 +536,7 @@ if (import.meta.main) {
       const res = await merge(opts, Number(v.merge));
       return console.log(`merged ${res.scored} rows into ${join(res.outDir, "scores.jsonl")}; summary in ${join(res.outDir, "summary.json")}`);
     }
-    const exec = () => run(opts);
-    const res = opts.run ? await recordStep(resolve(opts.run), "eval", { ...opts, embedders: undefined }, exec) : await exec();
+    const res = await run(opts);
     const head = res.summary ? Object.entries(res.summary.metrics).map(([k, x]) => `${k} ${(x as number).toFixed(4)}`).join(", ") : `shard done; join with --merge ${opts.shard?.count}`;
     console.log(`evaluated ${res.scored} images (${res.skipped} already done) in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${res.manifest}\n${head}`);
   });

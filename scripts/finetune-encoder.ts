@@ -14,21 +14,25 @@
 // train-log.jsonl (one row per step) and step-N/ checkpoints every --save-every steps. The folder
 // is itself an encoder: `score-patches --encoder <out>` uses the finetuned weights.
 // Resumable: --resume continues from the newest step-N/ and ends with the same weights as an
-// uninterrupted run (each step's images and views come from an Rng seeded by (seed, step)).
+// uninterrupted run (each step's images and views come from an Rng seeded by (seed, step)); the
+// image folders are recorded relative to <out>, so a copied run folder resumes too. --force trains
+// aside (<out>/.staging/) and replaces the old checkpoint only when this invocation succeeds.
 
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
 import { basename, extname, join, resolve } from "node:path";
 import { type } from "arktype";
 import * as G from "../lib/graph/index.ts";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
-import { parseFlags } from "../lib/io/cli.ts";
+import { cleanOrphanTemps } from "../lib/io/atomic.ts";
+import { parseFlags, resolveOptions } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { type RgbImage, loadImage, resizeBicubic, toCHW } from "../lib/io/images.ts";
 import { appendJsonl, readJsonlAll, repairJsonlTail, writeJsonl } from "../lib/io/manifest.ts";
 import { progress } from "../lib/io/progress.ts";
-import { runPaths, stableHash } from "../lib/io/rundir.ts";
+import { existingRunDir, fromPortablePath, isSafeId, portablePath, runPaths, stableHash } from "../lib/io/rundir.ts";
 import { recordStep } from "../lib/io/runlog.ts";
 import { ReferenceRow, TrainLogRow } from "../lib/io/schemas.ts";
+import { Staging } from "../lib/io/staging.ts";
 import type { PatchEncoder } from "../lib/models/encoder.ts";
 import { DEFAULT_PATCH_ENCODER, RAW_ENCODER, encoderFolder, loadGraphEncoder } from "../lib/models/featurizer.ts";
 import { Params } from "../lib/nn/params.ts";
@@ -92,6 +96,20 @@ export const DEFAULTS = {
   steps: 500, batch: 4, matches: 0, clip: 1.0, holdout: 8, holdoutViews: 4, cropScale: [0.25, 1], jitter: 0.4, seed: 0, saveEvery: 100,
   resume: false, force: false, device: "cpu", threads: 0,
 } as const satisfies Partial<FinetuneOptions>;
+
+/** What run() takes: the images (or a run) and whatever else the caller changes; the rest are DEFAULTS. */
+export type FinetuneInput = Partial<FinetuneOptions>;
+
+/** The options' schema: the CLI and run() check with it. */
+export const OPTIONS = type({
+  "images?": type("string > 0").or(type("string > 0").array()), "run?": "string > 0", encoder: "string > 0", "featureLayer?": "string > 0",
+  trainBlocks: "number.integer > 0", temperature: "number > 0", lr: "number > 0", minLr: "number >= 0", weightDecay: "number >= 0",
+  schedule: "'constant' | 'warmup' | 'cosine'", warmup: "number.integer >= 0", steps: "number.integer > 0", batch: "number.integer > 0",
+  matches: "number.integer >= 0", clip: "number >= 0", holdout: "number.integer >= 0", holdoutViews: "number.integer > 0",
+  cropScale: ["0 < number <= 1", "0 < number <= 1"], jitter: "0 <= number < 1", seed: "number.integer >= 0", "out?": "string > 0", "name?": "string > 0",
+  saveEvery: "number.integer >= 0", resume: "boolean", "stopAt?": "number.integer > 0", force: "boolean",
+  device: type.enumerated(...DEVICES), threads: "number.integer >= 0", "imageSize?": "number.integer >= 32",
+});
 
 export interface FinetuneResult {
   out: string;
@@ -203,9 +221,19 @@ function matchAccuracy(feats: Float32Array, C: number, hw: number, pairs: ViewPa
   return { correct, total };
 }
 
-export async function run(o: FinetuneOptions): Promise<FinetuneResult> {
+export async function run(input: FinetuneInput): Promise<FinetuneResult> {
+  const o = resolveOptions<FinetuneOptions>(OPTIONS, DEFAULTS, input);
   const folders = o.images === undefined ? [] : typeof o.images === "string" ? [o.images] : o.images;
   if (!!folders.length === !!o.run) throw new UsageError("give exactly one of --images <folder> (repeatable) or --run <dir>");
+  if (o.cropScale[0] > o.cropScale[1]) throw new UsageError(`--crop-scale ${o.cropScale.join(",")}: lo must not exceed hi`);
+  // --name is a folder under checkpoints/: "../../x" would write elsewhere (--out is the way to do that).
+  if (o.name !== undefined && !isSafeId(o.name)) throw new UsageError(`--name ${JSON.stringify(o.name)}: a name under checkpoints/ may only hold [A-Za-z0-9._-] (no "/" or ".."); pass --out <folder> to write elsewhere`);
+  if (!o.run) return finetune(o, folders);
+  const { onStep: _s, ...recorded } = o;
+  return recordStep(existingRunDir(o.run), "finetune-encoder", recorded, () => finetune(o, folders));
+}
+
+async function finetune(o: FinetuneOptions, folders: string[]): Promise<FinetuneResult> {
   const files = folders.length ? folders.flatMap(listImages) : await imagesFromRun(o.run!);
   if (files.length === 0) {
     throw new UserError(folders.length ? `no images (jpg, jpeg, png, webp) found under ${folders.map((f) => resolve(f)).join(", ")}; point --images at a folder of photos` : `${runPaths(o.run!).references} lists no references; generate them first`);
@@ -291,24 +319,31 @@ export async function run(o: FinetuneOptions): Promise<FinetuneResult> {
   const name = o.name ?? `${encoderFolder(base) ? basename(encoderFolder(base)!) : base}-ssl`;
   const out = resolve(o.out ?? join("checkpoints", name));
   if (out === DEFAULT_PATCH_ENCODER) throw new UserError(`${out} is the shipped patch encoder; finetune into another --out (make patch-encoder writes data/patch-encoder) and copy it over once you trust it`);
-  const logPath = join(out, "train-log.jsonl");
+  cleanOrphanTemps(out, 1);
+  // A forced run trains aside and swaps in at the end; a failure leaves the old checkpoint as it was.
+  const stage = new Staging(out, "finetune");
+  stage.recover();
+  const dest = o.force ? stage.dir : out;
+  const logPath = join(dest, "train-log.jsonl");
   const config = {
     encoder: base, featureLayer: o.featureLayer ?? null, imageSize: S, trainBlocks: o.trainBlocks, temperature: o.temperature,
     lr: o.lr, minLr: o.minLr, weightDecay: o.weightDecay, schedule: o.schedule, warmup: o.warmup, steps: o.steps, batch: B, matches: M,
     clip: o.clip, holdout: o.holdout, holdoutViews: o.holdoutViews, cropScale: o.cropScale, jitter: o.jitter, seed: o.seed,
-    images: folders.length === 1 ? resolve(folders[0]!) : folders.length ? folders.map((f) => resolve(f)) : resolve(o.run!), patchGrid: [C, h, w], trained: trained.map((t) => t.name),
+    // Relative to <out> (a copied run folder holding both still resumes); compared where they point.
+    images: folders.length === 1 ? portablePath(out, folders[0]!) : folders.length ? folders.map((f) => portablePath(out, f)) : portablePath(out, o.run!),
+    patchGrid: [C, h, w], trained: trained.map((t) => t.name),
   };
+  const where = (v: unknown) => JSON.stringify(typeof v === "string" ? fromPortablePath(out, v) : Array.isArray(v) ? v.map((x) => fromPortablePath(out, String(x))) : v ?? null);
   const stepDirs = () => (existsSync(out) ? readdirSync(out).filter((d) => /^step-\d+$/.test(d)) : []);
   const resumeFrom = o.resume && !o.force ? latestCheckpoint(out) : undefined;
   if (!resumeFrom && !o.force && (existsSync(join(out, "state.json")) || stepDirs().length)) {
     throw new UserError(`${out} already holds a finetune checkpoint${o.resume ? " but no complete step-N/ to resume from" : ""}: ${o.resume ? "" : "pass --resume to continue it, "}--force to start over, or choose another --out / --name`);
   }
-  if (!resumeFrom) {
-    for (const d of stepDirs()) rmSync(join(out, d), { recursive: true, force: true });
-    for (const f of ["weights.safetensors", "optimizer.safetensors", "state.json", "train-log.jsonl"]) rmSync(join(out, f), { force: true });
-  }
-
-  mkdirSync(out, { recursive: true });
+  const oldFiles = [...stepDirs(), ...["weights.safetensors", "optimizer.safetensors", "state.json", "train-log.jsonl"].filter((f) => existsSync(join(out, f)))];
+  if (o.force) stage.begin();
+  // A fresh start over leftovers of a run killed before its first checkpoint (no state.json): those go.
+  else if (!resumeFrom) for (const f of oldFiles) rmSync(join(out, f), { recursive: true, force: true });
+  mkdirSync(dest, { recursive: true });
   const params = new Map<string, Float32Array>();
   const opt = new AdamW({ lr: o.lr, weightDecay: o.weightDecay });
   let start = 0;
@@ -317,7 +352,8 @@ export async function run(o: FinetuneOptions): Promise<FinetuneResult> {
   if (resumeFrom) {
     const ck = await loadCheckpoint(resumeFrom);
     const saved = ck.state.config;
-    const diff = RESUME_KEYS.filter((k) => JSON.stringify(saved[k] ?? null) !== JSON.stringify(config[k] ?? null));
+    const same = (k: string) => (k === "images" ? where(saved[k]) === where(config[k]) : JSON.stringify(saved[k] ?? null) === JSON.stringify((config as Record<string, unknown>)[k] ?? null));
+    const diff = RESUME_KEYS.filter((k) => !same(k));
     if (diff.length) {
       throw new UserError(`${resumeFrom} was trained with other settings (${diff.map((k) => `${k}: ${JSON.stringify(saved[k])} there, ${JSON.stringify(config[k])} now`).join("; ")}); resume with the same flags or start over with --force`);
     }
@@ -411,7 +447,7 @@ export async function run(o: FinetuneOptions): Promise<FinetuneResult> {
     bar.tick();
     const completed = step + 1;
     if ((o.saveEvery > 0 && completed % o.saveEvery === 0) || completed === stop) {
-      await saveCheckpoint(join(out, `step-${completed}`), checkpointParams(), opt, state(completed));
+      await saveCheckpoint(join(dest, `step-${completed}`), checkpointParams(), opt, state(completed));
     }
   }
   bar.done();
@@ -420,8 +456,9 @@ export async function run(o: FinetuneOptions): Promise<FinetuneResult> {
   let accuracyAfter: number | undefined;
   if (finished) {
     accuracyAfter = await accuracy();
-    await saveCheckpoint(out, checkpointParams(), opt, state(Math.max(stop, start), { accuracyAfter, finishedAt: new Date().toISOString() }));
+    await saveCheckpoint(dest, checkpointParams(), opt, state(Math.max(stop, start), { accuracyAfter, finishedAt: new Date().toISOString() }));
   }
+  if (o.force) await stage.commit(oldFiles, ["state.json"]);
   return {
     out, step: Math.max(stop, start), finished, accuracyBefore, accuracyAfter, secondsPerStep: done ? seconds / done : 0, skipped,
     trainImages: train.length, holdoutImages: heldOut.length,
@@ -491,33 +528,18 @@ if (import.meta.main) {
       help: { type: "boolean", short: "h", default: false },
     }, HELP);
     if (v.help) return console.log(HELP);
-    const Flags = type({
-      trainBlocks: "number.integer > 0", temperature: "number > 0", lr: "number > 0", minLr: "number >= 0", weightDecay: "number >= 0",
-      schedule: "'constant' | 'warmup' | 'cosine'", warmup: "number.integer >= 0", steps: "number.integer > 0", batch: "number.integer > 0",
-      matches: "number.integer >= 0", clip: "number >= 0", holdout: "number.integer >= 0", holdoutViews: "number.integer > 0",
-      cropScale: ["0 < number <= 1", "0 < number <= 1"], jitter: "0 <= number < 1", seed: "number.integer >= 0", saveEvery: "number.integer >= 0",
-      threads: "number.integer >= 0", device: type.enumerated(...DEVICES), "imageSize?": "number.integer >= 32", "stopAt?": "number.integer > 0",
-    });
-    const flags = Flags({
-      trainBlocks: Number(v["train-blocks"]), temperature: Number(v.temperature), lr: Number(v.lr), minLr: Number(v["min-lr"]),
-      weightDecay: Number(v["weight-decay"]), schedule: v.schedule, warmup: Number(v.warmup), steps: Number(v.steps), batch: Number(v.batch),
-      matches: Number(v.matches), clip: Number(v.clip), holdout: Number(v.holdout), holdoutViews: Number(v["holdout-views"]),
-      cropScale: v["crop-scale"]!.split(",").map(Number), jitter: Number(v.jitter), seed: Number(v.seed), saveEvery: Number(v["save-every"]),
-      threads: Number(v.threads), device: v.device,
-      ...(v["image-size"] !== undefined ? { imageSize: Number(v["image-size"]) } : {}),
-      ...(v["stop-at"] !== undefined ? { stopAt: Number(v["stop-at"]) } : {}),
-    });
-    if (flags instanceof type.errors) throw new UsageError(`bad flag: ${flags.summary}\n\n${HELP}`);
-    if (flags.cropScale[0] > flags.cropScale[1]) throw new UsageError(`--crop-scale ${v["crop-scale"]}: lo must not exceed hi`);
-    const opts: FinetuneOptions = {
-      images: v.images, run: v.run, encoder: v.encoder!, featureLayer: v["feature-layer"], out: v.out, name: v.name,
-      resume: v.resume!, force: v.force!, ...flags, cropScale: flags.cropScale as [number, number],
+    const num = (x: string | undefined) => (x === undefined ? undefined : Number(x));
+    const t0 = performance.now();
+    const res = await run({
+      images: v.images, run: v.run, encoder: v.encoder, featureLayer: v["feature-layer"], out: v.out, name: v.name, resume: v.resume, force: v.force,
+      trainBlocks: num(v["train-blocks"]), temperature: num(v.temperature), lr: num(v.lr), minLr: num(v["min-lr"]),
+      weightDecay: num(v["weight-decay"]), schedule: v.schedule as ScheduleName, warmup: num(v.warmup), steps: num(v.steps), batch: num(v.batch),
+      matches: num(v.matches), clip: num(v.clip), holdout: num(v.holdout), holdoutViews: num(v["holdout-views"]),
+      cropScale: v["crop-scale"]!.split(",").map(Number) as [number, number], jitter: num(v.jitter), seed: num(v.seed), saveEvery: num(v["save-every"]),
+      threads: num(v.threads), device: v.device as Device, imageSize: num(v["image-size"]), stopAt: num(v["stop-at"]),
       // One JSON line per step for logs; a person at a terminal gets the progress bar instead.
       onStep: process.stderr.isTTY ? undefined : (row) => console.log(JSON.stringify(row)),
-    };
-    const t0 = performance.now();
-    const go = () => run(opts);
-    const res = opts.run ? await recordStep(resolve(opts.run), "finetune-encoder", { ...opts, onStep: undefined }, go) : await go();
+    });
     const pct = (a?: number) => (a === undefined ? "n/a" : `${(100 * a).toFixed(1)}%`);
     console.log(
       `${res.finished ? "finished" : "stopped"} at step ${res.step} in ${((performance.now() - t0) / 1000).toFixed(1)} s (${res.secondsPerStep.toFixed(3)} s/step, ` +

@@ -20,21 +20,29 @@
 // Writes references/<id>.png + references.jsonl, or generations/<ref>-<k>.png + generations.jsonl,
 // each row with every setting needed to reproduce its image. Resumable (rows already written are
 // skipped; an image is written before its row), --shard i/n + --merge n, --force.
+//
+// Reruns: the settings that decide the images are recorded beside the manifest
+// (references.settings.json / generations.settings.json); a resume with other settings is
+// refused. --force checks everything first (flags, manifests, model folders, size, finite
+// weights), writes the new images aside and swaps them in only when every one is done.
 
-import { existsSync, rmSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { existsSync } from "node:fs";
+import { basename, join, resolve } from "node:path";
 import { type } from "arktype";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
-import { parseFlags } from "../lib/io/cli.ts";
+import { parseFlags, resolveOptions } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { type RgbImage, loadImage, writePng } from "../lib/io/images.ts";
-import { appendJsonl, readJsonlAll, repairJsonlTail, writeJsonl } from "../lib/io/manifest.ts";
+import { withLockFile } from "../lib/io/lock.ts";
+import { appendJsonl, byUniqueId, readJsonlAll, repairJsonlTail, writeJsonl } from "../lib/io/manifest.ts";
 import { progress } from "../lib/io/progress.ts";
-import { type Shard, inShard, parseShard, relPaths, runPaths, shardPath } from "../lib/io/rundir.ts";
+import { type Shard, existingRunDir, inShard, parseShard, portablePath, relPaths, runPaths, shardPath } from "../lib/io/rundir.ts";
 import { recordStep } from "../lib/io/runlog.ts";
 import { GenerationRow, PromptRow, ReferenceRow } from "../lib/io/schemas.ts";
+import { type Settings, checkResumeSettings, readSettings, settingsDiff, describeDiff, settingsPath, writeSettings } from "../lib/io/settings.ts";
+import { Staging } from "../lib/io/staging.ts";
 import { SAMPLERS, type SamplerName, imageSeed } from "../lib/diffusion/index.ts";
-import { MODEL_LAYOUT_HELP, checkModels, loadDiffusionModel, loadIpAdapter } from "../lib/diffusion/model.ts";
+import { MODEL_LAYOUT_HELP, checkImageSize, checkModels, loadDiffusionModel, loadIpAdapter, nativeSize } from "../lib/diffusion/model.ts";
 import { Pipeline } from "../lib/diffusion/pipeline.ts";
 import { Rng } from "../lib/rng.ts";
 import { catalogueEntry, flatSceneForPrompt } from "../lib/tinyworld/catalogue.ts";
@@ -59,8 +67,9 @@ export interface GenerateOptions {
   sampler: SamplerName;
   steps: number;
   guidance: number;
-  width: number;
-  height: number;
+  /** Image size in pixels; default: the model's own (UNet sample_size x VAE factor), RENDER_SIZE for the renderer. */
+  width?: number;
+  height?: number;
   negativePrompt: string;
   seed: number;
   batch: number;
@@ -72,10 +81,25 @@ export interface GenerateOptions {
   force: boolean;
 }
 
+/** What run() needs; everything else takes its default. */
+export type GenerateInput = Pick<GenerateOptions, "run" | "mode" | "model"> & Partial<GenerateOptions>;
+
 export const DEFAULTS = {
-  ipScale: 0.6, perReference: 1, pairPrompt: "reference", sampler: "ddim", steps: 30, guidance: 7.5, width: 512, height: 512, negativePrompt: "", seed: 0,
+  ipScale: 0.6, perReference: 1, pairPrompt: "reference", sampler: "ddim", steps: 30, guidance: 7.5, negativePrompt: "", seed: 0,
   batch: 1, defectRate: 0.5, device: "cpu", threads: 0, force: false,
 } as const satisfies Partial<GenerateOptions>;
+
+/** The renderer's default image size (a model folder defaults to its own size). */
+export const RENDER_SIZE = 512;
+
+/** The options' schema: the CLI and run() check with it. */
+export const OPTIONS = type({
+  run: "string > 0", mode: "'reference' | 'personalized'", model: "string > 0", "ipAdapter?": "string > 0", "imageEncoder?": "string > 0",
+  ipScale: "number", perReference: "number.integer > 0", pairPrompt: type.enumerated(...PAIR_PROMPTS), sampler: type.enumerated(...SAMPLERS),
+  steps: "number.integer > 0", guidance: "number >= 0", "width?": "number.integer > 0", "height?": "number.integer > 0", negativePrompt: "string",
+  seed: "number.integer >= 0", batch: "number.integer > 0", defectRate: "0 <= number <= 1",
+  "shard?": { index: "number.integer >= 0", count: "number.integer > 0" }, device: type.enumerated(...DEVICES), threads: "number.integer >= 0", force: "boolean",
+});
 
 interface Job { id: string; prompt: string; seed: number; subjectId: string; referenceId?: string; k?: number; referenceImage?: string; promptRow: PromptRow }
 
@@ -85,17 +109,20 @@ function tinySubject(row: PromptRow, file: string) {
   return e.subject;
 }
 
-async function jobs(o: GenerateOptions): Promise<Job[]> {
-  const paths = runPaths(o.run);
+/** Every image of the mode, from the run's manifests (all shards): the input --merge checks against. */
+async function jobs(run: string, o: Pick<GenerateOptions, "mode" | "perReference" | "pairPrompt" | "seed">): Promise<Job[]> {
+  const paths = runPaths(run);
   if (!existsSync(paths.prompts)) throw new UserError(`${paths.prompts} is missing: run synthesize-prompts first`);
   const prompts = await readJsonlAll(paths.prompts, PromptRow);
+  const bySubject = byUniqueId(prompts, paths.prompts, (p) => p.subjectId);
   if (o.mode === "reference") {
     return prompts.map((p) => ({ id: p.subjectId, subjectId: p.subjectId, prompt: p.referencePrompt, seed: imageSeed(o.seed, p.subjectId), promptRow: p }));
   }
   if (!existsSync(paths.references)) throw new UserError(`${paths.references} is missing: run generate-images --mode reference first`);
-  const bySubject = new Map(prompts.map((p) => [p.subjectId, p]));
+  const refs = await readJsonlAll(paths.references, ReferenceRow);
+  byUniqueId(refs, paths.references);
   const out: Job[] = [];
-  for (const [i, r] of (await readJsonlAll(paths.references, ReferenceRow)).entries()) {
+  for (const [i, r] of refs.entries()) {
     const p = bySubject.get(r.subjectId);
     if (!p) throw new UserError(`${paths.references}:${i + 1}: subject "${r.subjectId}" is not in ${paths.prompts} (the manifests do not match)`);
     if (o.pairPrompt === "scene" && !p.scenePrompts.length) throw new UserError(`${paths.prompts}: subject "${p.subjectId}" has no scene prompts (--pair-prompt scene needs them)`);
@@ -108,100 +135,196 @@ async function jobs(o: GenerateOptions): Promise<Job[]> {
   return out;
 }
 
-export async function run(o: GenerateOptions): Promise<{ generated: number; skipped: number; manifest: string }> {
-  const paths = runPaths(o.run);
+const stepName = (mode: Mode) => `generate-images (${mode})`;
+const manifestOf = (run: string, mode: Mode) => (mode === "reference" ? runPaths(run).references : runPaths(run).generations);
+
+export async function run(input: GenerateInput): Promise<{ generated: number; skipped: number; manifest: string }> {
+  const o = resolveOptions<GenerateOptions>(OPTIONS, DEFAULTS, input);
+  const root = existingRunDir(o.run);
+  return recordStep(root, stepName(o.mode), o, () => generate(o, root));
+}
+
+async function generate(o: GenerateOptions, root: string): Promise<{ generated: number; skipped: number; manifest: string }> {
+  const paths = runPaths(root);
   const tiny = o.model === "tinyworld";
-  if (!PAIR_PROMPTS.includes(o.pairPrompt)) throw new UsageError(`--pair-prompt must be one of ${PAIR_PROMPTS.join(", ")}`);
-  if (o.mode === "personalized" && !tiny) {
-    requireFlag(o.ipAdapter, "--ip-adapter");
-    requireFlag(o.imageEncoder, "--image-encoder");
+  const personalized = o.mode === "personalized";
+  if (personalized && !tiny) {
+    if (!o.ipAdapter) throw new UsageError("--mode personalized with a diffusion model needs --ip-adapter <file>");
+    if (!o.imageEncoder) throw new UsageError("--mode personalized with a diffusion model needs --image-encoder <folder|mobilenet_v2>");
   }
-  const all = await jobs(o);
-  if (!all.length) throw new UserError(`nothing to generate: ${paths.prompts} has no rows`);
+  // Everything is checked before anything is written: manifests, model folders, size, weights, images.
+  const all = await jobs(root, o);
+  if (!all.length) throw new UserError(`nothing to generate: ${o.mode === "reference" ? paths.prompts : paths.references} has no rows`);
+  const model = tiny ? undefined : loadDiffusionModel(o.model);
+  const width = o.width ?? (model && nativeSize(model)) ?? RENDER_SIZE;
+  const height = o.height ?? (model && nativeSize(model)) ?? RENDER_SIZE;
+  if (model) checkImageSize(model, width, height, o.width === undefined && o.height !== undefined ? "--height" : "--size");
+  const ip = model && personalized ? loadIpAdapter(o.ipAdapter!, o.imageEncoder!) : undefined;
   const mine = all.filter((j) => inShard(j.id, o.shard));
-  const base = o.mode === "reference" ? paths.references : paths.generations;
-  const manifest = o.shard ? shardPath(base, o.shard) : base;
-  if (o.force && existsSync(manifest)) rmSync(manifest);
-  const done = new Set<string>();
-  if (existsSync(manifest)) {
-    await repairJsonlTail(manifest);
-    const schema = o.mode === "reference" ? ReferenceRow : GenerationRow;
-    for (const r of await readJsonlAll(manifest, schema as never)) done.add((r as { id: string }).id);
-  }
-  const todo = mine.filter((j) => !done.has(j.id));
-  const settings = {
-    model: tiny ? "tinyworld-renderer" : resolve(o.model), width: o.width, height: o.height,
-    ...(tiny ? {} : { sampler: o.sampler, steps: o.steps, guidanceScale: o.guidance, negativePrompt: o.negativePrompt }),
-    ...(o.mode === "personalized" ? { pairPrompt: o.pairPrompt } : {}),
-    ...(o.mode === "personalized" && !tiny ? { ipAdapter: resolve(o.ipAdapter!), imageEncoder: o.imageEncoder!, ipAdapterScale: o.ipScale } : {}),
-    device: o.device,
-  };
-  const bar = progress(todo.length, `generate-images (${o.mode})`);
-  const write = async (j: Job, img: RgbImage, extra: Record<string, unknown> = {}) => {
-    const rel = o.mode === "reference" ? relPaths.referenceImage(j.id) : relPaths.generationImage(j.referenceId!, j.k!);
-    await writePng(join(paths.root, rel), img);
-    const row = o.mode === "reference"
-      ? { id: j.id, subjectId: j.subjectId, prompt: j.prompt, image: rel, seed: j.seed, settings: { ...settings, ...extra } }
-      : { id: j.id, referenceId: j.referenceId!, subjectId: j.subjectId, prompt: j.prompt, image: rel, seed: j.seed, k: j.k!, settings: { ...settings, ...extra } };
-    await appendJsonl(manifest, row, (o.mode === "reference" ? ReferenceRow : GenerationRow) as never);
-    bar.tick();
-  };
+  for (const j of mine) if (j.referenceImage && !existsSync(paths.resolve(j.referenceImage))) throw new UserError(`${paths.references}: reference image ${paths.resolve(j.referenceImage)} of "${j.referenceId}" does not exist`);
 
-  if (tiny) {
-    for (const j of todo) {
-      const subject = tinySubject(j.promptRow, paths.prompts);
-      if (o.mode === "reference") await write(j, renderReference(subject, o.width).image);
-      else {
-        const scene = flatSceneForPrompt(j.prompt); // null: the reference prompt, a clean white background
-        const rng = new Rng(j.seed);
-        const defect = rng.uniform() < o.defectRate;
-        const r = renderCorrupted(subject, scene, o.width, rng);
-        // The ground truth beside the image: red = the planted defect's pixels, green = the subject's.
-        const truthRel = relPaths.generationImage(j.referenceId!, j.k!).replace(/\.png$/, ".truth.png");
-        const truth = new Uint8Array(o.width * o.height * 3);
-        for (let i = 0; i < o.width * o.height; i++) {
-          truth[i * 3] = defect && r.corruptionMask[i] ? 255 : 0;
-          truth[i * 3 + 1] = r.mask[i] ? 255 : 0;
+  const manifest = o.shard ? shardPath(manifestOf(root, o.mode), o.shard) : manifestOf(root, o.mode);
+  const settings = settingsOf(o, root, width, height);
+  const shardTag = o.shard ? ` --shard ${o.shard.index}/${o.shard.count}` : "";
+  return withLockFile(`${manifest}.lock`, `generate-images --mode ${o.mode}${shardTag} in ${root}`, async () => {
+    // A forced run writes aside (staging) and swaps its results in at the end; a failure keeps the old ones.
+    const stage = new Staging(root, basename(manifest, ".jsonl"));
+    const rel = (abs: string) => portablePath(root, abs);
+    const out = (r: string) => (o.force ? stage.path(r) : join(root, r));
+    if (o.force) stage.begin();
+    else {
+      stage.recover();
+      checkResumeSettings(manifest, settings, "generate-images");
+    }
+    const target = out(rel(manifest));
+    const record = { step: stepName(o.mode), settings, expected: mine.map((j) => j.id), ...(o.shard ? { shard: `${o.shard.index}/${o.shard.count}` } : {}) };
+    await writeSettings(manifest, record, out(rel(settingsPath(manifest))));
+    const done = new Set<string>();
+    if (existsSync(target)) {
+      await repairJsonlTail(target);
+      const schema = o.mode === "reference" ? ReferenceRow : GenerationRow;
+      for (const r of await readJsonlAll(target, schema as never)) done.add((r as { id: string }).id);
+    }
+    const todo = mine.filter((j) => !done.has(j.id));
+    const rowSettings = {
+      model: tiny ? "tinyworld-renderer" : resolve(o.model), width, height,
+      ...(tiny ? {} : { sampler: o.sampler, steps: o.steps, guidanceScale: o.guidance, negativePrompt: o.negativePrompt }),
+      ...(personalized ? { pairPrompt: o.pairPrompt } : {}),
+      ...(personalized && !tiny ? { ipAdapter: resolve(o.ipAdapter!), imageEncoder: o.imageEncoder!, ipAdapterScale: o.ipScale } : {}),
+      device: o.device,
+    };
+    const bar = progress(todo.length, `generate-images (${o.mode})`);
+    const write = async (j: Job, img: RgbImage, extra: Record<string, unknown> = {}) => {
+      const r = o.mode === "reference" ? relPaths.referenceImage(j.id) : relPaths.generationImage(j.referenceId!, j.k!);
+      await writePng(out(r), img);
+      const row = o.mode === "reference"
+        ? { id: j.id, subjectId: j.subjectId, prompt: j.prompt, image: r, seed: j.seed, settings: { ...rowSettings, ...extra } }
+        : { id: j.id, referenceId: j.referenceId!, subjectId: j.subjectId, prompt: j.prompt, image: r, seed: j.seed, k: j.k!, settings: { ...rowSettings, ...extra } };
+      await appendJsonl(target, row, (o.mode === "reference" ? ReferenceRow : GenerationRow) as never);
+      bar.tick();
+    };
+
+    if (tiny) {
+      for (const j of todo) {
+        const subject = tinySubject(j.promptRow, paths.prompts);
+        if (o.mode === "reference") await write(j, renderReference(subject, width).image);
+        else {
+          const scene = flatSceneForPrompt(j.prompt); // null: the reference prompt, a clean white background
+          const rng = new Rng(j.seed);
+          const defect = rng.uniform() < o.defectRate;
+          const r = renderCorrupted(subject, scene, width, rng);
+          // The ground truth beside the image: red = the planted defect's pixels, green = the subject's.
+          const truthRel = relPaths.generationImage(j.referenceId!, j.k!).replace(/\.png$/, ".truth.png");
+          const truth = new Uint8Array(width * height * 3);
+          for (let i = 0; i < width * height; i++) {
+            truth[i * 3] = defect && r.corruptionMask[i] ? 255 : 0;
+            truth[i * 3 + 1] = r.mask[i] ? 255 : 0;
+          }
+          await writePng(out(truthRel), { width, height, data: truth });
+          await write(j, defect ? r.image : r.clean.image, { scene: scene?.name ?? "white", defect: defect ? r.corruption.kind : "none", truth: truthRel });
         }
-        await writePng(join(paths.root, truthRel), { width: o.width, height: o.height, data: truth });
-        await write(j, defect ? r.image : r.clean.image, { scene: scene?.name ?? "white", defect: defect ? r.corruption.kind : "none", truth: truthRel });
+      }
+    } else {
+      const pipe = new Pipeline(model!, { height, width, batch: o.batch, device: o.device, threads: o.threads, ip, ipScale: o.ipScale });
+      for (let i = 0; i < todo.length; i += o.batch) {
+        const chunk = todo.slice(i, i + o.batch);
+        const items = [];
+        for (const j of chunk) {
+          items.push({ id: j.id, prompt: j.prompt, negativePrompt: o.negativePrompt, seed: j.seed, image: j.referenceImage ? await loadImage(paths.resolve(j.referenceImage)) : undefined });
+        }
+        await pipe.generate(items, { steps: o.steps, guidance: o.guidance, sampler: o.sampler }, (k, img) => write(chunk[k]!, img));
       }
     }
-  } else {
-    const model = loadDiffusionModel(o.model);
-    const ip = o.mode === "personalized" ? loadIpAdapter(o.ipAdapter!, o.imageEncoder!) : undefined;
-    const pipe = new Pipeline(model, { height: o.height, width: o.width, batch: o.batch, device: o.device, threads: o.threads, ip, ipScale: o.ipScale });
-    for (let i = 0; i < todo.length; i += o.batch) {
-      const chunk = todo.slice(i, i + o.batch);
-      const items = [];
-      for (const j of chunk) {
-        items.push({ prompt: j.prompt, negativePrompt: o.negativePrompt, seed: j.seed, image: j.referenceImage ? await loadImage(paths.resolve(j.referenceImage)) : undefined });
-      }
-      await pipe.generate(items, { steps: o.steps, guidance: o.guidance, sampler: o.sampler }, (k, img) => write(chunk[k]!, img));
-    }
-  }
-  bar.done();
-  return { generated: todo.length, skipped: mine.length - todo.length, manifest };
+    bar.done();
+    if (o.force) await stage.commit([], [rel(manifest), rel(settingsPath(manifest))]);
+    return { generated: todo.length, skipped: mine.length - todo.length, manifest };
+  });
 }
 
-function requireFlag(v: string | undefined, flag: string): string {
-  if (!v) throw new UsageError(`--mode personalized with a diffusion model needs ${flag}`);
-  return v;
+/** The settings that decide a manifest's images (not batch, device or threads). */
+function settingsOf(o: GenerateOptions, root: string, width: number, height: number): Settings {
+  const tiny = o.model === "tinyworld";
+  const personalized = o.mode === "personalized";
+  return {
+    mode: o.mode, model: tiny ? "tinyworld" : portablePath(root, o.model), seed: o.seed, width, height,
+    ...(tiny ? {} : { sampler: o.sampler, steps: o.steps, guidance: o.guidance, negativePrompt: o.negativePrompt }),
+    ...(personalized ? { perReference: o.perReference, pairPrompt: o.pairPrompt } : {}),
+    ...(personalized && tiny ? { defectRate: o.defectRate } : {}),
+    ...(personalized && !tiny ? { ipAdapter: portablePath(root, o.ipAdapter!), imageEncoder: o.imageEncoder === "mobilenet_v2" ? o.imageEncoder : portablePath(root, o.imageEncoder!), ipScale: o.ipScale } : {}),
+  };
 }
 
-/** Joins shard manifests into the mode's manifest. */
+/**
+ * `--merge n`: joins the shard manifests into the mode's manifest, after checking them against the
+ * sharded input: every shard finished with the same settings, every image of the input present
+ * once. Missing, duplicated or foreign ids are named and nothing is written.
+ */
 export async function merge(runDir: string, mode: Mode, count: number): Promise<number> {
-  if (!Number.isInteger(count) || count < 1) throw new UsageError(`--merge needs the shard count (a positive integer), got ${count}`);
-  const paths = runPaths(runDir);
-  const base = mode === "reference" ? paths.references : paths.generations;
-  const rows: unknown[] = [];
-  for (let index = 0; index < count; index++) {
-    const f = shardPath(base, { index, count });
-    if (!existsSync(f)) throw new UserError(`--merge: shard file ${f} is missing (did shard ${index}/${count} finish?)`);
-    rows.push(...(await readJsonlAll(f, (mode === "reference" ? ReferenceRow : GenerationRow) as never)));
+  if (!Number.isSafeInteger(count) || count < 1) throw new UsageError(`--merge needs the shard count n (a positive integer) used with --shard i/n, got ${count}`);
+  const root = existingRunDir(runDir);
+  const base = manifestOf(root, mode);
+  return recordStep(root, `${stepName(mode)} --merge ${count}`, { run: runDir, mode, merge: count }, () =>
+    withLockFile(`${base}.lock`, `generate-images --mode ${mode} --merge in ${root}`, async () => {
+      const shards = Array.from({ length: count }, (_, index) => shardPath(base, { index, count }));
+      const missingFiles = shards.filter((f) => !existsSync(f));
+      if (missingFiles.length) throw new UserError(`--merge ${count}: shard file${missingFiles.length > 1 ? "s" : ""} ${missingFiles.join(", ")} missing (did every shard --shard i/${count} run?)`);
+      const recorded = shards.map((f, index) => {
+        const s = readSettings(f);
+        if (!s) throw new UserError(`--merge: ${settingsPath(f)} is missing, so the ids shard ${index}/${count} must hold are unknown (made by an older version?): rerun that shard`);
+        return s;
+      });
+      for (let i = 1; i < count; i++) {
+        const diff = settingsDiff(recorded[0]!.settings, recorded[i]!.settings);
+        if (diff.length) throw new UserError(`--merge: shard ${i}/${count} was made with other settings than shard 0/${count} (${describeDiff(diff)}); redo one of them with --force`);
+      }
+      const s = recorded[0]!.settings as Partial<GenerateOptions>;
+      const input = await jobs(root, { mode, perReference: s.perReference ?? 1, pairPrompt: s.pairPrompt ?? "reference", seed: s.seed ?? 0 });
+      const schema = (mode === "reference" ? ReferenceRow : GenerationRow) as never;
+      const rows: { id: string }[] = [];
+      const perShard: { id: string }[][] = [];
+      for (const f of shards) {
+        await repairJsonlTail(f);
+        perShard.push(await readJsonlAll(f, schema));
+      }
+      perShard.forEach((r) => rows.push(...r));
+      checkShards(base, count, input.map((j) => j.id), perShard);
+      await writeJsonl(base, rows);
+      await writeSettings(base, { step: stepName(mode), settings: recorded[0]!.settings, expected: input.map((j) => j.id) });
+      return rows.length;
+    }),
+  );
+}
+
+/**
+ * Shards against the ids of the sharded input: each row in the shard its id hashes to, no id
+ * twice, none missing. Throws a UserError naming what is wrong (the first ids of each kind).
+ */
+export function checkShards(base: string, count: number, inputIds: string[], shards: { id: string }[][]): void {
+  const list = (ids: string[]) => `${ids.slice(0, 8).map((i) => `"${i}"`).join(", ")}${ids.length > 8 ? `, ... (${ids.length} in all)` : ""}`;
+  const expected = new Set(inputIds);
+  const seen = new Map<string, number>();
+  const problems: string[] = [];
+  const duplicated: string[] = [];
+  const foreign: string[] = [];
+  const misplaced: string[] = [];
+  shards.forEach((rows, index) => {
+    for (const r of rows) {
+      if (seen.has(r.id)) duplicated.push(`${r.id} (shard ${seen.get(r.id)} and ${index})`);
+      seen.set(r.id, index);
+      if (!expected.has(r.id)) foreign.push(r.id);
+      else if (!inShard(r.id, { index, count })) misplaced.push(`${r.id} (in shard ${index})`);
+    }
+  });
+  const missing = inputIds.filter((id) => !seen.has(id));
+  if (missing.length) {
+    const byShard = new Map<number, number>();
+    for (const id of missing) for (let i = 0; i < count; i++) if (inShard(id, { index: i, count })) byShard.set(i, (byShard.get(i) ?? 0) + 1);
+    problems.push(`${missing.length} of ${inputIds.length} rows are missing: ${list(missing)} (incomplete: ${[...byShard].map(([i, n]) => `shard ${i}/${count} lacks ${n}`).join(", ")}; rerun those shards, they resume)`);
   }
-  await writeJsonl(base, rows);
-  return rows.length;
+  if (duplicated.length) problems.push(`${duplicated.length} rows appear twice: ${list(duplicated)} (the same shard ran twice at once?); redo the shards concerned with --force`);
+  if (foreign.length) problems.push(`${foreign.length} rows are not in the input: ${list(foreign)} (the input changed after the shards ran?); redo the shards with --force`);
+  if (misplaced.length) problems.push(`${misplaced.length} rows are in the wrong shard: ${list(misplaced)}`);
+  if (problems.length) throw new UserError(`--merge ${count}: not merging into ${base}: ${problems.join("; ")}`);
 }
 
 const HELP = `generate-images: reference images and personalized generations (PatchDPO data construction)
@@ -221,16 +344,20 @@ usage: bun scripts/generate-images.ts --run <dir> --mode reference|personalized 
   --sampler <s>           ${SAMPLERS.join(" | ")} (default: ${DEFAULTS.sampler})
   --steps <n>             sampling steps (default: ${DEFAULTS.steps})
   --guidance <g>          classifier-free guidance scale (default: ${DEFAULTS.guidance})
-  --size <px>             width and height (default: ${DEFAULTS.width}); or --width / --height
+  --size <px>             width and height (default: the model's own size, unet sample_size x VAE factor;
+                          ${RENDER_SIZE} for tinyworld); or --width / --height. Sizes more than 2x off the model's are refused
   --negative-prompt <t>   (default: "")
   --seed <n>              base seed; each image's seed derives from it and the image id (default: ${DEFAULTS.seed})
   --batch <n>             images per denoiser call (default: ${DEFAULTS.batch})
   --defect-rate <p>       tinyworld personalized: share of images with a planted defect (default: ${DEFAULTS.defectRate})
-  --shard <i/n>           this shard of the work; --merge <n> joins the shard manifests
+  --shard <i/n>           this shard of the work (writes <manifest>.shard-i-of-n.jsonl; one process per shard)
+  --merge <n>             join the n shard manifests, after checking that every image is there exactly once
   --device <d>            cpu | cuda | webgpu (default: ${DEFAULTS.device})
   --threads <n>           intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
-  --force                 regenerate rows already in the manifest
+  --force                 redo every image; the old ones stay until the new ones are all done
   --check-models          list missing and mismatched tensors of the model (and IP-Adapter) folders, then exit
+
+A rerun resumes (finished images are skipped); with other settings than the manifest's it is refused.
 
 ${MODEL_LAYOUT_HELP}`;
 
@@ -263,25 +390,21 @@ if (import.meta.main) {
       if (bad) throw new UserError(`${bad} component(s) do not match their definitions (see above)`);
       return;
     }
-    const Flags = type({
-      run: "string > 0", mode: "'reference' | 'personalized'", model: "string > 0", ipScale: "number", perReference: "number.integer > 0", pairPrompt: type.enumerated(...PAIR_PROMPTS),
-      sampler: type.enumerated(...SAMPLERS), steps: "number.integer > 0", guidance: "number >= 0", width: "number.integer > 0", height: "number.integer > 0",
-      seed: "number.integer >= 0", batch: "number.integer > 0", defectRate: "0 <= number <= 1", device: type.enumerated(...DEVICES), threads: "number.integer >= 0",
-    });
-    const size = v.size ? Number(v.size) : DEFAULTS.width;
-    const flags = Flags({
-      run: v.run, mode: v.mode, model: v.model, ipScale: Number(v["ip-scale"]), perReference: Number(v["per-reference"]), pairPrompt: v["pair-prompt"], sampler: v.sampler,
-      steps: Number(v.steps), guidance: Number(v.guidance), width: Number(v.width ?? size), height: Number(v.height ?? size), seed: Number(v.seed),
-      batch: Number(v.batch), defectRate: Number(v["defect-rate"]), device: v.device, threads: Number(v.threads),
-    });
-    if (flags instanceof type.errors) throw new UsageError(`bad flag: ${flags.summary}\n\n${HELP}`);
-    if (v.merge) return console.log(`merged ${await merge(flags.run, flags.mode, Number(v.merge))} rows`);
-    const opts: GenerateOptions = {
-      ...flags, ipAdapter: v["ip-adapter"], imageEncoder: v["image-encoder"], negativePrompt: v["negative-prompt"]!, force: v.force!,
-      shard: v.shard ? parseShard(v.shard) : undefined,
-    };
+    const num = (s: string | undefined) => (s === undefined ? undefined : Number(s));
+    if (v.merge) {
+      if (!v.run || !v.mode) throw new UsageError(`--merge needs --run <dir> and --mode reference|personalized\n\n${HELP}`);
+      if (v.mode !== "reference" && v.mode !== "personalized") throw new UsageError(`--mode ${v.mode}: expected reference or personalized`);
+      if (!/^\s*\d+\s*$/.test(v.merge)) throw new UsageError(`--merge ${JSON.stringify(v.merge)}: expected the shard count n (a positive integer) used with --shard i/n`);
+      return console.log(`merged ${await merge(v.run, v.mode, Number(v.merge))} rows into ${manifestOf(v.run, v.mode)}`);
+    }
     const t0 = performance.now();
-    const r = await recordStep(opts.run, `generate-images (${opts.mode})`, { ...opts }, () => run(opts));
+    const r = await run({
+      run: v.run!, mode: v.mode as Mode, model: v.model!, ipAdapter: v["ip-adapter"], imageEncoder: v["image-encoder"], ipScale: num(v["ip-scale"]),
+      perReference: num(v["per-reference"]), pairPrompt: v["pair-prompt"] as PairPrompt, sampler: v.sampler as SamplerName, steps: num(v.steps),
+      guidance: num(v.guidance), width: num(v.width ?? v.size), height: num(v.height ?? v.size), negativePrompt: v["negative-prompt"], seed: num(v.seed),
+      batch: num(v.batch), defectRate: num(v["defect-rate"]), device: v.device as Device, threads: num(v.threads), force: v.force,
+      shard: v.shard ? parseShard(v.shard) : undefined,
+    });
     console.log(`generated ${r.generated} images (${r.skipped} already done) in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${r.manifest}`);
   });
 }

@@ -21,11 +21,12 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { writeJsonAtomic } from "../lib/io/atomic.ts";
-import { parseFlags } from "../lib/io/cli.ts";
+import { type } from "arktype";
+import { parseFlags, resolveOptions } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { type RgbImage, loadImage } from "../lib/io/images.ts";
 import { readJsonlAll, writeJsonl } from "../lib/io/manifest.ts";
-import { runPaths, stableHash } from "../lib/io/rundir.ts";
+import { existingRunDir, runPaths, stableHash } from "../lib/io/rundir.ts";
 import { recordStep } from "../lib/io/runlog.ts";
 import { openSafetensors } from "../lib/io/safetensors.ts";
 import { GenerationRow, PatchScoreRow } from "../lib/io/schemas.ts";
@@ -39,6 +40,9 @@ export interface JudgeOptions {
   /** A folder with patch-scores.jsonl for the run's generations (default: the run itself, when it has one). */
   scores?: string;
 }
+
+/** The options' schema: the CLI and run() check with it. */
+export const OPTIONS = type({ run: "string > 0", "scores?": "string > 0" });
 
 export const VERDICTS = ["identity", "pattern", "detail", "scene", "allDetails"] as const;
 type Verdicts = Record<(typeof VERDICTS)[number], boolean>;
@@ -114,8 +118,13 @@ function chanceOf(judgement: Judgement, id: string): Record<(typeof VERDICTS)[nu
   return out;
 }
 
-export async function run(o: JudgeOptions): Promise<JudgeSummary> {
-  if (!o.run) throw new UsageError("--run <dir> is required");
+export async function run(input: JudgeOptions): Promise<JudgeSummary> {
+  const o = resolveOptions<JudgeOptions>(OPTIONS, {}, input);
+  const root = existingRunDir(o.run);
+  return recordStep(root, "judge", o, () => judge(o));
+}
+
+async function judge(o: JudgeOptions): Promise<JudgeSummary> {
   const paths = runPaths(o.run);
   if (!existsSync(paths.generations)) throw new UserError(`${paths.generations} is missing: run generate-images --mode personalized first`);
   const gens = await readJsonlAll(paths.generations, GenerationRow);
@@ -197,8 +206,7 @@ if (import.meta.main) {
     const v = parseFlags({ run: { type: "string" }, scores: { type: "string" }, help: { type: "boolean", short: "h", default: false } }, HELP);
     if (v.help) return console.log(HELP);
     if (!v.run) throw new UsageError(`--run <dir> is required\n\n${HELP}`);
-    const opts = { run: v.run, scores: v.scores };
-    const s = await recordStep(v.run, "judge", opts, () => run(opts));
+    const s = await run({ run: v.run, scores: v.scores });
     console.log(formatSummary(s));
   });
 }

@@ -20,7 +20,8 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
-import { parseFlags } from "../lib/io/cli.ts";
+import { type } from "arktype";
+import { parseFlags, resolveOptions } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { appendJsonl } from "../lib/io/manifest.ts";
 import { writeJsonAtomic } from "../lib/io/atomic.ts";
@@ -125,8 +126,16 @@ export function example(rng: Rng, pool: Known[], sceneShare: number): PairExampl
   return { ...base, generated: renderScene(k.subject, scene, TINY_SIZE, new Rng(rng.nextU32())).image, prompt: tinyScenePrompt(k.text, scene) };
 }
 
+/** The options' schema: the CLI and run() check with it. */
+export const OPTIONS = type({
+  out: "string > 0", steps: "number.integer > 0", batch: "number.integer > 0", lr: "number > 0", seed: "number.integer >= 0", threads: "number.integer >= 0",
+  logEvery: "number.integer > 0", prediction: "'epsilon' | 'v_prediction' | 'sample'", warmup: "number.integer >= 0", sceneShare: "0 <= number <= 1",
+  channels: type("number.integer").narrow((c, ctx) => (c >= 16 && c % 16 === 0) || ctx.mustBe("a multiple of 16")).array().atLeastLength(1),
+  saveEvery: "number.integer >= 0", "stopAt?": "number.integer > 0", "overwrite?": "boolean", "exportTo?": "string > 0", "device?": type.enumerated(...DEVICES),
+});
+
 export async function run(opts: Partial<PretrainOptions> & { out: string }) {
-  const o: PretrainOptions = { ...DEFAULTS, ...opts };
+  const o = resolveOptions<PretrainOptions>(OPTIONS, DEFAULTS, opts);
   const spec = tinySpec(tinyCorpus(), o.prediction, o.channels);
   const ckDir = join(o.out, "train");
   const config = decisive(o);

@@ -11,7 +11,7 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type } from "arktype";
-import { parseFlags } from "../lib/io/cli.ts";
+import { parseFlags, resolveOptions } from "../lib/io/cli.ts";
 import { runMain, UsageError } from "../lib/io/errors.ts";
 import { writePng } from "../lib/io/images.ts";
 import { stableHash } from "../lib/io/rundir.ts";
@@ -31,8 +31,14 @@ export interface RenderOptions {
 
 export const DEFAULTS = { splits: ["train", "val"], size: 64, scenes: 1, seed: 0 } as const satisfies Partial<RenderOptions>;
 
+/** The options' schema: the CLI and run() check with it. */
+export const OPTIONS = type({
+  out: "string > 0", splits: type.enumerated(...SPLITS).array().atLeastLength(1), size: "16 <= number.integer <= 1024", scenes: "number.integer >= 0", seed: "number.integer >= 0",
+});
+
 /** Renders the folder; returns the image paths (existing files included), sorted by subject. */
-export async function run(o: RenderOptions): Promise<string[]> {
+export async function run(input: Pick<RenderOptions, "out"> & Partial<RenderOptions>): Promise<string[]> {
+  const o = resolveOptions<RenderOptions>(OPTIONS, DEFAULTS, input);
   if (o.scenes > FLAT_SCENES.length) throw new UsageError(`--scenes ${o.scenes}: the tiny world has ${FLAT_SCENES.length} flat scenes`);
   mkdirSync(o.out, { recursive: true });
   const paths: string[] = [];
@@ -74,11 +80,7 @@ if (import.meta.main) {
     }, HELP);
     if (v.help) return console.log(HELP);
     if (!v.out) throw new UsageError(`--out is required\n\n${HELP}`);
-    const flags = type({ splits: type.enumerated(...SPLITS).array().atLeastLength(1), size: "16 <= number.integer <= 1024", scenes: "number.integer >= 0", seed: "number.integer >= 0" })({
-      splits: v.split!.split(","), size: Number(v.size), scenes: Number(v.scenes), seed: Number(v.seed),
-    });
-    if (flags instanceof type.errors) throw new UsageError(`bad flag: ${flags.summary}\n\n${HELP}`);
-    const paths = await run({ out: v.out, ...flags });
+    const paths = await run({ out: v.out, splits: v.split!.split(",") as Split[], size: Number(v.size), scenes: Number(v.scenes), seed: Number(v.seed) });
     console.log(`${paths.length} renders in ${v.out}`);
   });
 }

@@ -9,8 +9,9 @@
 import { join, resolve } from "node:path";
 import { type } from "arktype";
 import { writeFileAtomic } from "../lib/io/atomic.ts";
-import { parseFlags } from "../lib/io/cli.ts";
+import { parseFlags, resolveOptions } from "../lib/io/cli.ts";
 import { runMain, UsageError } from "../lib/io/errors.ts";
+import { existingRunDir } from "../lib/io/rundir.ts";
 import { recordStep } from "../lib/io/runlog.ts";
 import { buildReport, type ReportOptions, resolveEvalDir } from "../lib/eval/report.ts";
 
@@ -23,8 +24,19 @@ export interface ReportScriptOptions extends Omit<ReportOptions, "evalDir"> {
 
 export const DEFAULTS = { gallery: 24, thumb: 160, logScale: false } as const;
 
-export async function run(o: ReportScriptOptions): Promise<{ path: string; bytes: number }> {
+/** The options' schema: the CLI and run() check with it. */
+export const OPTIONS = type({
+  "run?": "string > 0", "eval?": "string > 0", "compare?": "string > 0", "trainLogs?": "string[]", gallery: "number.integer >= 0",
+  thumb: "32 <= number.integer <= 1024", logScale: "boolean", "title?": "string", "out?": "string > 0",
+});
+
+export async function run(input: ReportScriptOptions): Promise<{ path: string; bytes: number }> {
+  const o = resolveOptions<ReportScriptOptions>(OPTIONS, DEFAULTS, input);
   if (!o.eval && !o.run) throw new UsageError("give --eval <folder> or --run <dir>");
+  return o.run ? recordStep(existingRunDir(o.run), "report", o, () => write(o)) : write(o);
+}
+
+async function write(o: ReportScriptOptions): Promise<{ path: string; bytes: number }> {
   const evalDir = resolveEvalDir(o.eval ?? o.run!);
   const html = await buildReport({ ...o, evalDir });
   const path = resolve(o.out ?? join(evalDir, "report.html"));
@@ -57,11 +69,10 @@ if (import.meta.main) {
       help: { type: "boolean", short: "h", default: false },
     }, HELP);
     if (v.help) return console.log(HELP);
-    const flags = type({ gallery: "number.integer >= 0", thumb: "32 <= number.integer <= 1024" })({ gallery: Number(v.gallery), thumb: Number(v.thumb) });
-    if (flags instanceof type.errors) throw new UsageError(`bad flag: ${flags.summary}\n\n${HELP}`);
-    const opts: ReportScriptOptions = { run: v.run, eval: v.eval, compare: v.compare, trainLogs: v["train-log"], logScale: v["log-scale"], title: v.title, out: v.out, ...flags };
-    const exec = () => run(opts);
-    const res = opts.run ? await recordStep(resolve(opts.run), "report", opts, exec) : await exec();
+    const res = await run({
+      run: v.run, eval: v.eval, compare: v.compare, trainLogs: v["train-log"], logScale: v["log-scale"], title: v.title, out: v.out,
+      gallery: Number(v.gallery), thumb: Number(v.thumb),
+    });
     console.log(`wrote ${res.path} (${(res.bytes / 1024).toFixed(0)} KiB)`);
   });
 }

@@ -7,21 +7,28 @@
 //
 // Writes patch-scores.jsonl, patch-scores/<id>.safetensors (q_gen, q_ref at encoder resolution and
 // at the latent grid) and heatmaps/<id>.png. Resumable: rows already in patch-scores.jsonl are
-// skipped (--force redoes them); a row is appended only after its files are written.
+// skipped; a row is appended only after its files are written. The settings that decide the maps
+// (encoder, feature layer, latent grid, threshold, normalization) are kept in
+// patch-scores.settings.json and a resume with others is refused. --force checks everything first
+// (pairs, images, encoder) and swaps the new scores in only when all are written.
 
-import { existsSync, mkdirSync, rmSync } from "node:fs";
-import { dirname, isAbsolute, join, relative, resolve } from "node:path";
+import { existsSync, mkdirSync } from "node:fs";
+import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { type } from "arktype";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
-import { parseFlags } from "../lib/io/cli.ts";
+import { parseFlags, resolveOptions } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { type RgbImage, loadImage } from "../lib/io/images.ts";
-import { appendJsonl, readJsonlAll, repairJsonlTail, writeJsonl } from "../lib/io/manifest.ts";
+import { withLockFile } from "../lib/io/lock.ts";
+import { appendJsonl, byUniqueId, readJsonlAll, repairJsonlTail, writeJsonl } from "../lib/io/manifest.ts";
 import { progress } from "../lib/io/progress.ts";
-import { type Shard, inShard, parseShard, runPaths, shardPath } from "../lib/io/rundir.ts";
+import { type Shard, existingRunDir, inShard, parseShard, portablePath, runPaths, shardPath } from "../lib/io/rundir.ts";
 import { recordStep } from "../lib/io/runlog.ts";
 import { writeSafetensors } from "../lib/io/safetensors.ts";
 import { GenerationRow, PairRow, PatchScoreRow, ReferenceRow } from "../lib/io/schemas.ts";
+import { checkResumeSettings, describeDiff, readSettings, settingsDiff, settingsPath, writeSettings } from "../lib/io/settings.ts";
+import { Staging } from "../lib/io/staging.ts";
+import { checkShards } from "./generate-images.ts";
 import { type Featurizer, loadFeaturizer } from "../lib/models/featurizer.ts";
 import { writeHeatmapPng } from "../lib/patch/heatmap.ts";
 import { backgroundMask, lowShare, normalizeQuality, qualityMaps, resizeMap } from "../lib/patch/quality.ts";
@@ -54,6 +61,16 @@ export const DEFAULTS = {
   encoder: "default", latentGrid: 64, lowThreshold: 0.5, normalization: "clamp", batch: 8, device: "cpu", threads: 0, force: false,
 } as const satisfies Partial<ScoreOptions>;
 
+/** What run() takes: the options a caller changes (a run or a pairs file at least); the rest are DEFAULTS. */
+export type ScoreInput = Partial<ScoreOptions>;
+
+/** The options' schema: the CLI and run() check with it. */
+export const OPTIONS = type({
+  "run?": "string > 0", "pairs?": "string > 0", "out?": "string > 0", encoder: "string > 0", "featureLayer?": "string > 0",
+  latentGrid: "number.integer > 0", lowThreshold: "0 <= number <= 1", normalization: "'clamp' | 'minmax'", batch: "number.integer > 0",
+  "shard?": { index: "number.integer >= 0", count: "number.integer > 0" }, device: type.enumerated(...DEVICES), threads: "number.integer >= 0", force: "boolean",
+});
+
 interface Pair { id: string; referenceId?: string; reference: string; generated: string; refAbs: string; genAbs: string }
 
 /** Pairs from a run directory: every generation with its reference. Fails on mismatched manifests. */
@@ -62,7 +79,7 @@ async function pairsFromRun(run: string): Promise<Pair[]> {
   for (const f of [paths.references, paths.generations]) {
     if (!existsSync(f)) throw new UserError(`${f} is missing: score-patches needs references.jsonl and generations.jsonl in the run (run generate-images first, or pass --pairs)`);
   }
-  const refs = new Map((await readJsonlAll(paths.references, ReferenceRow)).map((r) => [r.id, r]));
+  const refs = byUniqueId(await readJsonlAll(paths.references, ReferenceRow), paths.references);
   const gens = await readJsonlAll(paths.generations, GenerationRow);
   const seen = new Set<string>();
   return gens.map((g, i) => {
@@ -95,119 +112,164 @@ function finiteMean(a: Float32Array): number {
   return n ? s / n : 0;
 }
 
-export async function run(o: ScoreOptions): Promise<{ scored: number; skipped: number; manifest: string }> {
+export async function run(input: ScoreInput): Promise<{ scored: number; skipped: number; manifest: string }> {
+  const o = resolveOptions<ScoreOptions>(OPTIONS, DEFAULTS, input);
   if (!!o.run === !!o.pairs) throw new UsageError("give exactly one of --run <dir> or --pairs <file.jsonl>");
-  const outDir = resolve(o.run ?? o.out ?? dirname(resolve(o.pairs!)));
+  if (o.run && o.out) throw new UsageError("--out is for --pairs; with --run the scores go into the run directory");
+  const outDir = o.run ? existingRunDir(o.run) : resolve(o.out ?? dirname(resolve(o.pairs!)));
+  const { featurizer: _f, ...recorded } = o;
+  return recordStep(outDir, "score-patches", recorded, () => score(o, outDir));
+}
+
+async function score(o: ScoreOptions, outDir: string): Promise<{ scored: number; skipped: number; manifest: string }> {
+  // Everything is checked before anything is written: the pairs, every image, the encoder.
   const pairs = o.run ? await pairsFromRun(o.run) : await pairsFromFile(o.pairs!);
   if (pairs.length === 0) throw new UserError(`nothing to score: ${o.run ? `${o.run}/generations.jsonl` : o.pairs} has no rows`);
   const mine = pairs.filter((p) => inShard(p.id, o.shard));
-  // Check every image exists before any work, so a typo fails fast and writes nothing.
   for (const p of mine) for (const f of [p.refAbs, p.genAbs]) if (!existsSync(f)) throw new UserError(`pair "${p.id}": image ${f} does not exist`);
+  const feat = o.featurizer ?? (await loadFeaturizer(o.encoder, { device: o.device, threads: o.threads, featureLayer: o.featureLayer, batchSize: o.batch }));
 
   const paths = runPaths(outDir);
   const encoderTag = o.featureLayer ? `${o.encoder}#${o.featureLayer}` : o.encoder;
   const manifest = o.shard ? shardPath(paths.patchScores, o.shard) : paths.patchScores;
-  if (o.force && existsSync(manifest)) rmSync(manifest);
-  const done = new Set<string>();
-  if (existsSync(manifest)) {
-    await repairJsonlTail(manifest); // a crash mid-append leaves a partial last line
-    for (const r of await readJsonlAll(manifest, PatchScoreRow)) {
-      // Resuming with another encoder would mix two kinds of scores in one manifest.
-      if (r.encoder !== encoderTag) throw new UserError(`${manifest}: row "${r.id}" was scored with encoder "${r.encoder}", this run uses "${encoderTag}"; pass --force to rescore everything`);
-      done.add(r.id);
+  const settings = { encoder: encoderTag, latentGrid: o.latentGrid, lowThreshold: o.lowThreshold, normalization: o.normalization };
+  const shardTag = o.shard ? ` --shard ${o.shard.index}/${o.shard.count}` : "";
+  return withLockFile(`${manifest}.lock`, `score-patches${shardTag} in ${outDir}`, async () => {
+    // A forced run writes aside (staging) and swaps its results in at the end; a failure keeps the old ones.
+    const stage = new Staging(outDir, basename(manifest, ".jsonl"));
+    const out = (rel: string) => (o.force ? stage.path(rel) : join(outDir, rel));
+    const relOf = (abs: string) => portablePath(outDir, abs);
+    if (o.force) stage.begin();
+    else {
+      stage.recover();
+      checkResumeSettings(manifest, settings, "score-patches");
     }
-  }
-  const todo = mine.filter((p) => !done.has(p.id));
-  mkdirSync(paths.patchScoresDir, { recursive: true });
-  mkdirSync(paths.heatmapsDir, { recursive: true });
-  const feat = o.featurizer ?? (await loadFeaturizer(o.encoder, { device: o.device, threads: o.threads, featureLayer: o.featureLayer, batchSize: o.batch }));
-  const bar = progress(todo.length, "score-patches");
-  const rel = (abs: string) => relative(outDir, abs).split("\\").join("/");
+    const target = out(relOf(manifest));
+    await writeSettings(manifest, { step: "score-patches", settings, expected: mine.map((p) => p.id), ...(o.shard ? { shard: `${o.shard.index}/${o.shard.count}` } : {}) }, out(relOf(settingsPath(manifest))));
+    const done = new Set<string>();
+    if (existsSync(target)) {
+      await repairJsonlTail(target); // a crash mid-append leaves a partial last line
+      for (const r of await readJsonlAll(target, PatchScoreRow)) {
+        // Resuming with another encoder would mix two kinds of scores in one manifest.
+        if (r.encoder !== encoderTag) throw new UserError(`${manifest}: row "${r.id}" was scored with encoder "${r.encoder}", this run uses "${encoderTag}"; pass --force to rescore everything`);
+        done.add(r.id);
+      }
+    }
+    const todo = mine.filter((p) => !done.has(p.id));
+    mkdirSync(paths.patchScoresDir, { recursive: true });
+    mkdirSync(paths.heatmapsDir, { recursive: true });
+    const bar = progress(todo.length, "score-patches");
+    const rel = (abs: string) => relative(outDir, abs).split("\\").join("/");
 
-  // An image recurs across pairs (a reference has many generations; an eval grid pairs each photo
-  // with many): each is read and encoded once while it stays in this small cache.
-  const seen = new Map<string, { img: RgbImage; patches: Float32Array }>();
-  let grid: [number, number, number] = [0, 0, 0];
-  const encode = async (files: string[]) => {
-    const missing = [...new Set(files)].filter((f) => !seen.has(f));
-    const imgs: RgbImage[] = [];
-    for (const f of missing) imgs.push(await loadImage(f));
-    if (imgs.length) {
-      const f = await feat.features(imgs);
-      grid = f.patchShape;
-      const per = grid[0] * grid[1] * grid[2];
-      missing.forEach((file, k) => seen.set(file, { img: imgs[k]!, patches: f.patches.slice(k * per, (k + 1) * per) }));
-    }
-    return files.map((f) => seen.get(f)!);
-  };
-  const CACHED_IMAGES = 64;
+    // An image recurs across pairs (a reference has many generations; an eval grid pairs each photo
+    // with many): each is read and encoded once while it stays in this small cache.
+    const seen = new Map<string, { img: RgbImage; patches: Float32Array }>();
+    let grid: [number, number, number] = [0, 0, 0];
+    const encode = async (files: string[]) => {
+      const missing = [...new Set(files)].filter((f) => !seen.has(f));
+      const imgs: RgbImage[] = [];
+      for (const f of missing) imgs.push(await loadImage(f));
+      if (imgs.length) {
+        const f = await feat.features(imgs);
+        grid = f.patchShape;
+        const per = grid[0] * grid[1] * grid[2];
+        missing.forEach((file, k) => seen.set(file, { img: imgs[k]!, patches: f.patches.slice(k * per, (k + 1) * per) }));
+      }
+      return files.map((f) => seen.get(f)!);
+    };
+    const CACHED_IMAGES = 64;
 
-  for (let i = 0; i < todo.length; i += o.batch) {
-    const chunk = todo.slice(i, i + o.batch);
-    const both = await encode(chunk.flatMap((p) => [p.refAbs, p.genAbs]));
-    const refs = both.filter((_, j) => j % 2 === 0).map((e) => e.img);
-    const gens = both.filter((_, j) => j % 2 === 1).map((e) => e.img);
-    const [C, h, w] = grid;
-    for (let k = 0; k < chunk.length; k++) {
-      const p = chunk[k]!;
-      // Background patches of both images (near-white) are masked: left out of the matching and
-      // stored as NaN, so they are neutral in every objective (the authors' pairs put both images
-      // on a clean background). A scene background is not near-white and stays in; its patches
-      // then match nothing on the reference (TinyBench measures that construction too).
-      const mask = backgroundMask(refs[k]!, h, w);
-      const genMask = backgroundMask(gens[k]!, h, w);
-      const gen = { data: both[2 * k + 1]!.patches, c: C, h, w };
-      const ref = { data: both[2 * k]!.patches, c: C, h, w };
-      const q = qualityMaps(gen, ref, mask); // q_gen[i] = max over unmasked reference patches
-      const back = qualityMaps(ref, gen, genMask); // q_ref[j] = max over unmasked generated patches
-      const norm = { mode: o.normalization } as const;
-      const qGen = normalizeQuality(Float32Array.from(q.qGen, (v, i) => (genMask[i] ? NaN : v)), norm);
-      const qRef = normalizeQuality(Float32Array.from(back.qGen, (v, j) => (mask[j] ? NaN : v)), norm);
-      const L = o.latentGrid;
-      const scoresRel = `patch-scores/${p.id}.safetensors`;
-      const heatRel = `heatmaps/${p.id}.png`;
-      await writeSafetensors(join(outDir, scoresRel), {
-        q_gen: { dtype: "F32", shape: [h, w], data: qGen },
-        q_ref: { dtype: "F32", shape: [h, w], data: qRef },
-        q_gen_latent: { dtype: "F32", shape: [L, L], data: resizeMap(qGen, h, w, L, L) },
-        q_ref_latent: { dtype: "F32", shape: [L, L], data: resizeMap(qRef, h, w, L, L) },
-        ref_mask: { dtype: "U8", shape: [h, w], data: mask },
-        gen_mask: { dtype: "U8", shape: [h, w], data: genMask },
-      }, { encoder: feat.name, normalization: o.normalization, reference: p.reference, generated: p.generated });
-      await writeHeatmapPng(join(outDir, heatRel), refs[k]!, gens[k]!, qGen, h, w);
-      await appendJsonl(manifest, {
-        id: p.id,
-        ...(p.referenceId ? { referenceId: p.referenceId } : {}),
-        reference: o.run ? p.reference : rel(p.refAbs),
-        generated: o.run ? p.generated : rel(p.genAbs),
-        qGenMean: finiteMean(qGen),
-        qRefMean: finiteMean(qRef),
-        lowShare: lowShare(qGen, o.lowThreshold),
-        scores: scoresRel,
-        heatmap: heatRel,
-        encoder: encoderTag,
-      }, PatchScoreRow);
-      bar.tick();
+    for (let i = 0; i < todo.length; i += o.batch) {
+      const chunk = todo.slice(i, i + o.batch);
+      const both = await encode(chunk.flatMap((p) => [p.refAbs, p.genAbs]));
+      const refs = both.filter((_, j) => j % 2 === 0).map((e) => e.img);
+      const gens = both.filter((_, j) => j % 2 === 1).map((e) => e.img);
+      const [C, h, w] = grid;
+      for (let k = 0; k < chunk.length; k++) {
+        const p = chunk[k]!;
+        // Background patches of both images (near-white) are masked: left out of the matching and
+        // stored as NaN, so they are neutral in every objective (the authors' pairs put both images
+        // on a clean background). A scene background is not near-white and stays in; its patches
+        // then match nothing on the reference (TinyBench measures that construction too).
+        const mask = backgroundMask(refs[k]!, h, w);
+        const genMask = backgroundMask(gens[k]!, h, w);
+        const gen = { data: both[2 * k + 1]!.patches, c: C, h, w };
+        const ref = { data: both[2 * k]!.patches, c: C, h, w };
+        const q = qualityMaps(gen, ref, mask); // q_gen[i] = max over unmasked reference patches
+        const back = qualityMaps(ref, gen, genMask); // q_ref[j] = max over unmasked generated patches
+        const norm = { mode: o.normalization } as const;
+        const qGen = normalizeQuality(Float32Array.from(q.qGen, (v, i) => (genMask[i] ? NaN : v)), norm);
+        const qRef = normalizeQuality(Float32Array.from(back.qGen, (v, j) => (mask[j] ? NaN : v)), norm);
+        const L = o.latentGrid;
+        const scoresRel = `patch-scores/${p.id}.safetensors`;
+        const heatRel = `heatmaps/${p.id}.png`;
+        await writeSafetensors(out(scoresRel), {
+          q_gen: { dtype: "F32", shape: [h, w], data: qGen },
+          q_ref: { dtype: "F32", shape: [h, w], data: qRef },
+          q_gen_latent: { dtype: "F32", shape: [L, L], data: resizeMap(qGen, h, w, L, L) },
+          q_ref_latent: { dtype: "F32", shape: [L, L], data: resizeMap(qRef, h, w, L, L) },
+          ref_mask: { dtype: "U8", shape: [h, w], data: mask },
+          gen_mask: { dtype: "U8", shape: [h, w], data: genMask },
+        }, { encoder: feat.name, normalization: o.normalization, reference: p.reference, generated: p.generated });
+        await writeHeatmapPng(out(heatRel), refs[k]!, gens[k]!, qGen, h, w);
+        await appendJsonl(target, {
+          id: p.id,
+          ...(p.referenceId ? { referenceId: p.referenceId } : {}),
+          reference: o.run ? p.reference : rel(p.refAbs),
+          generated: o.run ? p.generated : rel(p.genAbs),
+          qGenMean: finiteMean(qGen),
+          qRefMean: finiteMean(qRef),
+          lowShare: lowShare(qGen, o.lowThreshold),
+          scores: scoresRel,
+          heatmap: heatRel,
+          encoder: encoderTag,
+        }, PatchScoreRow);
+        bar.tick();
+      }
+      for (const f of seen.keys()) if (seen.size > CACHED_IMAGES) seen.delete(f); // oldest first
     }
-    for (const f of seen.keys()) if (seen.size > CACHED_IMAGES) seen.delete(f); // oldest first
-  }
-  bar.done();
-  return { scored: todo.length, skipped: mine.length - todo.length, manifest };
+    bar.done();
+    if (o.force) await stage.commit([], [relOf(manifest), relOf(settingsPath(manifest))]);
+    return { scored: todo.length, skipped: mine.length - todo.length, manifest };
+  });
 }
 
-/** Joins the shard manifests (`--merge`) into patch-scores.jsonl. */
+/**
+ * Joins the shard manifests (`--merge`) into patch-scores.jsonl, after checking them against the
+ * run's generations: every shard scored with the same settings, every pair present once.
+ */
 export async function merge(runDir: string, count: number): Promise<number> {
   // A count that is not a positive integer would "merge" nothing and overwrite patch-scores.jsonl.
   if (!Number.isSafeInteger(count) || count < 1) throw new UsageError(`--merge ${count}: expected the shard count n (a positive integer) used with --shard i/n`);
-  const paths = runPaths(runDir);
-  const rows: PatchScoreRow[] = [];
-  for (let index = 0; index < count; index++) {
-    const f = shardPath(paths.patchScores, { index, count });
-    if (!existsSync(f)) throw new UserError(`--merge: shard file ${f} is missing (did shard ${index}/${count} finish?)`);
-    rows.push(...(await readJsonlAll(f, PatchScoreRow)));
-  }
-  await writeJsonl(paths.patchScores, rows, PatchScoreRow);
-  return rows.length;
+  const root = existingRunDir(runDir);
+  const paths = runPaths(root);
+  return recordStep(root, `score-patches --merge ${count}`, { run: runDir, merge: count }, () =>
+    withLockFile(`${paths.patchScores}.lock`, `score-patches --merge in ${root}`, async () => {
+      const shards = Array.from({ length: count }, (_, index) => shardPath(paths.patchScores, { index, count }));
+      const missingFiles = shards.filter((f) => !existsSync(f));
+      if (missingFiles.length) throw new UserError(`--merge ${count}: shard file${missingFiles.length > 1 ? "s" : ""} ${missingFiles.join(", ")} missing (did every shard --shard i/${count} run?)`);
+      const recorded = shards.map((f, index) => {
+        const s = readSettings(f);
+        if (!s) throw new UserError(`--merge: ${settingsPath(f)} is missing, so what shard ${index}/${count} must hold is unknown (made by an older version?): rerun that shard`);
+        return s;
+      });
+      for (let i = 1; i < count; i++) {
+        const diff = settingsDiff(recorded[0]!.settings, recorded[i]!.settings);
+        if (diff.length) throw new UserError(`--merge: shard ${i}/${count} was scored with other settings than shard 0/${count} (${describeDiff(diff)}); redo one of them with --force`);
+      }
+      const input = (await pairsFromRun(root)).map((p) => p.id);
+      const perShard: PatchScoreRow[][] = [];
+      for (const f of shards) {
+        await repairJsonlTail(f);
+        perShard.push(await readJsonlAll(f, PatchScoreRow));
+      }
+      checkShards(paths.patchScores, count, input, perShard);
+      const rows = perShard.flat();
+      await writeJsonl(paths.patchScores, rows, PatchScoreRow);
+      await writeSettings(paths.patchScores, { step: "score-patches", settings: recorded[0]!.settings, expected: input });
+      return rows.length;
+    }),
+  );
 }
 
 const HELP = `score-patches: patch quality maps (q_gen, q_ref) and heatmaps for (reference, generated) pairs
@@ -247,27 +309,18 @@ if (import.meta.main) {
       force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
     }, HELP);
     if (v.help) return console.log(HELP);
-    const Flags = type({
-      latentGrid: "number.integer > 0", lowThreshold: "0 <= number <= 1", batch: "number.integer > 0", threads: "number.integer >= 0",
-      normalization: "'clamp' | 'minmax'", device: type.enumerated(...DEVICES),
-    });
-    const flags = Flags({
-      latentGrid: Number(v["latent-grid"]), lowThreshold: Number(v["low-threshold"]), batch: Number(v.batch), threads: Number(v.threads),
-      normalization: v.normalization, device: v.device,
-    });
-    if (flags instanceof type.errors) throw new UsageError(`bad flag: ${flags.summary}\n\n${HELP}`);
     if (v.merge) {
       if (!v.run) throw new UsageError("--merge needs --run <dir>");
       if (!/^\s*\d+\s*$/.test(v.merge)) throw new UsageError(`--merge ${JSON.stringify(v.merge)}: expected the shard count n (a positive integer) used with --shard i/n`);
       const n = await merge(v.run, Number(v.merge));
       return console.log(`merged ${n} rows into ${runPaths(v.run).patchScores}`);
     }
-    const opts: ScoreOptions = {
-      run: v.run, pairs: v.pairs, out: v.out, encoder: v.encoder!, featureLayer: v["feature-layer"], force: v.force!,
-      shard: v.shard ? parseShard(v.shard) : undefined, ...flags,
-    };
     const t0 = performance.now();
-    const res = await recordStep(resolve(opts.run ?? opts.out ?? dirname(resolve(opts.pairs ?? "."))), "score-patches", { ...opts }, () => run(opts));
+    const res = await run({
+      run: v.run, pairs: v.pairs, out: v.out, encoder: v.encoder, featureLayer: v["feature-layer"], force: v.force,
+      shard: v.shard ? parseShard(v.shard) : undefined, latentGrid: Number(v["latent-grid"]), lowThreshold: Number(v["low-threshold"]),
+      batch: Number(v.batch), threads: Number(v.threads), normalization: v.normalization as ScoreOptions["normalization"], device: v.device as Device,
+    });
     console.log(`scored ${res.scored} pairs (${res.skipped} already done) in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${res.manifest}`);
   });
 }

@@ -13,7 +13,7 @@
 
 import { existsSync, readFileSync } from "node:fs";
 import { type } from "arktype";
-import { parseFlags } from "../lib/io/cli.ts";
+import { parseFlags, resolveOptions } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { readJsonlAll, writeJsonl } from "../lib/io/manifest.ts";
 import { runPaths } from "../lib/io/rundir.ts";
@@ -60,6 +60,17 @@ export const DEFAULTS = {
   subjects: 100, scenesPerSubject: 4, seed: 0, world: "open", llmBatch: LLM_DEFAULTS.batch, llmRetries: LLM_DEFAULTS.retries,
   llmBackoffMs: LLM_DEFAULTS.backoffMs, llmTimeoutMs: LLM_DEFAULTS.timeoutMs, force: false,
 } as const satisfies Partial<SynthesizeOptions>;
+
+/** What run() takes: the run directory and whatever else the caller changes; the rest are DEFAULTS. */
+export type SynthesizeInput = Pick<SynthesizeOptions, "run"> & Partial<SynthesizeOptions>;
+
+/** The options' schema: the CLI and run() check with it. */
+export const OPTIONS = type({
+  run: "string > 0", subjects: "1 <= number.integer <= 1000000", scenesPerSubject: "0 <= number.integer <= 1000", seed: "0 <= number.integer <= 4294967295",
+  world: type.enumerated(...WORLDS), "tinySplit?": type.enumerated(...TINY_SPLITS), "llmUrl?": "string > 0", "llmModel?": "string > 0", "llmKeyEnv?": "string",
+  llmBatch: "1 <= number.integer <= 100", llmRetries: "0 <= number.integer <= 20", llmBackoffMs: "number.integer >= 0", llmTimeoutMs: "number.integer > 0",
+  force: "boolean",
+});
 
 /** The options that decide what prompts.jsonl holds: recorded in run.json and compared on a rerun. */
 export function identityOf(o: SynthesizeOptions): Record<string, string | number | null> {
@@ -158,7 +169,8 @@ function serialize(rows: readonly PromptRow[]): string {
  * UserError, to replace a prompts.jsonl made with other options or that differs from what these
  * options produce, unless `force`.
  */
-export async function run(o: SynthesizeOptions): Promise<SynthesizeResult> {
+export async function run(input: SynthesizeInput): Promise<SynthesizeResult> {
+  const o = resolveOptions<SynthesizeOptions>(OPTIONS, DEFAULTS, input);
   checkOptions(o);
   const paths = runPaths(o.run);
   const manifest = paths.prompts;
@@ -235,22 +247,13 @@ if (import.meta.main) {
     if (v.help) return console.log(HELP);
     // Number("") is 0 and Number("1e3") is 1000: only plain digits count as integers here.
     const int = (s: string | undefined) => (s !== undefined && /^\s*\d+\s*$/.test(s) ? Number(s) : Number.NaN);
-    const Flags = type({
-      subjects: "1 <= number.integer <= 1000000", scenesPerSubject: "0 <= number.integer <= 1000", seed: "0 <= number.integer <= 4294967295",
-      world: type.enumerated(...WORLDS), llmBatch: "1 <= number.integer <= 100", llmRetries: "0 <= number.integer <= 20",
-      llmBackoffMs: "number.integer >= 0", llmTimeoutMs: "number.integer > 0",
-    });
-    const flags = Flags({
-      subjects: int(v.subjects), scenesPerSubject: int(v["scenes-per-subject"]), seed: int(v.seed), world: v.world,
+    const opts: SynthesizeInput = {
+      run: v.run!, tinySplit: v["tiny-split"] as Split | "all", llmUrl: v["llm-url"], llmModel: v["llm-model"], llmKeyEnv: v["llm-key-env"], force: v.force,
+      subjects: int(v.subjects), scenesPerSubject: int(v["scenes-per-subject"]), seed: int(v.seed), world: v.world as World,
       llmBatch: int(v["llm-batch"]), llmRetries: int(v["llm-retries"]), llmBackoffMs: int(v["llm-backoff-ms"]), llmTimeoutMs: int(v["llm-timeout-ms"]),
-    });
-    if (flags instanceof type.errors) throw new UsageError(`bad flag: ${flags.summary}\n\n${HELP}`);
-    if (!v.run) throw new UsageError(`--run <dir> is required\n\n${HELP}`);
-    const opts: SynthesizeOptions = {
-      run: v.run, tinySplit: v["tiny-split"] as Split | "all", llmUrl: v["llm-url"], llmModel: v["llm-model"], llmKeyEnv: v["llm-key-env"], force: v.force!, ...flags,
     };
     const res = await run(opts);
     const what = { written: "wrote", unchanged: "unchanged (same flags, same bytes):", kept: "kept (same flags):" }[res.status];
-    console.log(`${what} ${res.rows} subjects x ${opts.scenesPerSubject} scene prompts -> ${res.manifest}`);
+    console.log(`${what} ${res.rows} subjects x ${opts.scenesPerSubject ?? DEFAULTS.scenesPerSubject} scene prompts -> ${res.manifest}`);
   });
 }

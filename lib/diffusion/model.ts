@@ -16,7 +16,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { UserError } from "../io/errors.ts";
-import { openSafetensors } from "../io/safetensors.ts";
+import { assertFiniteWeights, openSafetensors } from "../io/safetensors.ts";
 import { ClipTokenizer } from "../models/clip-tokenizer.ts";
 import { type ClipTextConfig, clipTextConfigFromJson, clipTextParamShapes } from "../models/clip-text.ts";
 import { type ClipVisionConfig, clipVisionConfigFromJson, clipVisionParamShapes } from "../models/clip-vision.ts";
@@ -68,9 +68,16 @@ function readJson(path: string): Record<string, unknown> {
   }
 }
 
+/** A component's weight files, checked for NaN / Inf once per file version (see assertFiniteWeights). */
+function finiteWeightFiles(dir: string, bases: string[]): string[] {
+  const files = weightFiles(dir, bases);
+  for (const f of files) assertFiniteWeights(f);
+  return files;
+}
+
 function loadTextEncoder(dir: string, name: TextEncoder["name"], tokenizerDir: string): TextEncoder {
   const config = clipTextConfigFromJson(readJson(join(dir, name, "config.json")), join(dir, name, "config.json"));
-  const source = new SafetensorsSource(weightFiles(join(dir, name), ["model", "diffusion_pytorch_model"]));
+  const source = new SafetensorsSource(finiteWeightFiles(join(dir, name), ["model", "diffusion_pytorch_model"]));
   return { name, config, source, tokenizer: ClipTokenizer.fromFolder(join(dir, tokenizerDir)) };
 }
 
@@ -78,13 +85,13 @@ export function loadDiffusionModel(spec: string): DiffusionModel {
   const dir = resolve(spec);
   const index = readJson(join(dir, "model_index.json"));
   const unetConfig = unetConfigFromJson(readJson(join(dir, "unet", "config.json")));
-  const unet = { config: unetConfig, source: new SafetensorsSource(weightFiles(join(dir, "unet"), ["diffusion_pytorch_model", "model"])) };
+  const unet = { config: unetConfig, source: new SafetensorsSource(finiteWeightFiles(join(dir, "unet"), ["diffusion_pytorch_model", "model"])) };
   const vaeJson = readJson(join(dir, "vae", "config.json"));
   let vae: VaeComponent;
   if (vaeJson._class_name === "PixelUnshuffleVAE") vae = { kind: "pixel", config: pixelVaeConfigFromJson(vaeJson) };
   else {
     const config = vaeConfigFromJson(vaeJson);
-    vae = { kind: "kl", config, source: withLegacyVaeNames(new SafetensorsSource(weightFiles(join(dir, "vae"), ["diffusion_pytorch_model", "model"]))) };
+    vae = { kind: "kl", config, source: withLegacyVaeNames(new SafetensorsSource(finiteWeightFiles(join(dir, "vae"), ["diffusion_pytorch_model", "model"]))) };
   }
   const textEncoders = [loadTextEncoder(dir, "text_encoder", "tokenizer")];
   const xl = "text_encoder_2" in index && index.text_encoder_2 !== null && existsSync(join(dir, "text_encoder_2"));
@@ -97,6 +104,35 @@ export function loadDiffusionModel(spec: string): DiffusionModel {
     dir, xl, unet, vae, textEncoders, scheduler, latentChannels: lc, vaeFactor,
     zerosForEmptyPrompt: xl && index.force_zeros_for_empty_prompt !== false,
   };
+}
+
+/** The image side the model was trained at (UNet sample_size x VAE factor), when its config says. */
+export function nativeSize(model: DiffusionModel): number | undefined {
+  const s = model.unet.config.sampleSize;
+  return s === undefined ? undefined : s * model.vaeFactor;
+}
+
+/**
+ * Refuses an image size the model cannot take, before anything is allocated: not a multiple of
+ * the VAE factor times the UNet's downsampling, or more than 2x off the size it was trained at
+ * (attention memory grows with the fourth power of the side: the tiny world's 64 px model asked
+ * for 512 px wants over 100 GB). `flag` names the option in the message.
+ */
+export function checkImageSize(model: DiffusionModel, width: number, height: number, flag = "--size"): void {
+  const down = model.vaeFactor * 2 ** (model.unet.config.blockOutChannels.length - 1);
+  const native = nativeSize(model);
+  const fix = native ? `pass ${flag} ${native} (the size it was trained at)` : `pass a multiple of ${down}`;
+  for (const side of [width, height]) {
+    if (!Number.isInteger(side) || side < down || side % down !== 0) {
+      throw new UserError(`${flag} ${side}: ${model.dir} needs a multiple of ${down} (VAE factor ${model.vaeFactor} x UNet downsampling ${down / model.vaeFactor}); ${fix}`);
+    }
+    if (native && (side > 2 * native || side < native / 2)) {
+      throw new UserError(
+        `${flag} ${side}: ${model.dir} was trained at ${native} px (unet sample_size ${model.unet.config.sampleSize} x VAE factor ${model.vaeFactor}); ` +
+          `${side} px is ${side > native ? `${(side / native).toFixed(1)}x larger` : `${(native / side).toFixed(1)}x smaller`}, outside the 0.5x..2x it can draw. ${fix[0]!.toUpperCase()}${fix.slice(1)}`,
+      );
+    }
+  }
 }
 
 // ------------------------------------------------------------------ IP-Adapter
@@ -118,6 +154,7 @@ export function loadIpAdapter(file: string, encoderSpec: string, dimHead = 64): 
   const path = resolve(file);
   if (!existsSync(path)) throw new UserError(`IP-Adapter file ${path} does not exist`);
   const source = new SafetensorsSource([path]);
+  assertFiniteWeights(path, "IP-Adapter");
   const meta = openSafetensors(path).metadata;
   const projection = imageProjConfigFromWeights((n) => (source.has(n) ? source.shape(n) : undefined), (n) => source.has(n), Number(meta.dim_head ?? dimHead));
   let encoder: ImageEncoder;
@@ -125,7 +162,7 @@ export function loadIpAdapter(file: string, encoderSpec: string, dimHead = 64): 
   else {
     const dir = resolve(encoderSpec);
     const config = clipVisionConfigFromJson(readJson(join(dir, "config.json")), join(dir, "config.json"));
-    encoder = { kind: "clip", dir, config, source: new SafetensorsSource(weightFiles(dir, ["model"])) };
+    encoder = { kind: "clip", dir, config, source: new SafetensorsSource(finiteWeightFiles(dir, ["model"])) };
   }
   return { file: path, source, projection, encoder };
 }

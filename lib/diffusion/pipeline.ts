@@ -6,6 +6,7 @@
 import * as G from "../graph/index.ts";
 import type { Tensor } from "../graph/index.ts";
 import { type RgbImage, resizeBicubic, toCHW } from "../io/images.ts";
+import { UserError } from "../io/errors.ts";
 import { clipPreprocess, clipVisionForward } from "../models/clip-vision.ts";
 import { clipTextForward, clipTextInputs } from "../models/clip-text.ts";
 import { imageProjection } from "../models/ip-adapter.ts";
@@ -46,6 +47,8 @@ export interface GenerateItem {
   seed: number;
   /** The reference image (IP-Adapter pipelines). */
   image?: RgbImage;
+  /** Names the image in error messages. */
+  id?: string;
 }
 
 interface TextConditioning {
@@ -288,7 +291,19 @@ export class Pipeline {
         const guided = cfg(pred.subarray(0, B * latentSize), pred.subarray(B * latentSize), s.guidance);
         latents = scheduler.step(guided, t, latents, { eta: s.eta ?? 0 }).prevSample;
       }
-      const images = toRgb((await decode.run({ latents })).images as Float32Array, n, H, W);
+      const decoded = (await decode.run({ latents })).images as Float32Array;
+      // NaN pixels would be written as black images with exit 0; say so and stop instead.
+      for (let k = 0; k < n; k++) {
+        const bad = [rowsOf(latents, B, k, k + 1), rowsOf(decoded, B, k, k + 1)].findIndex((x) => x.some((v) => !Number.isFinite(v)));
+        if (bad >= 0) {
+          const it = chunk[k]!;
+          throw new UserError(
+            `image ${it.id !== undefined ? `"${it.id}"` : start + k} (prompt ${JSON.stringify(it.prompt)}, seed ${it.seed}): the ${bad === 0 ? "denoised latents" : "decoded pixels"} hold NaN or infinite values, ` +
+              `so the image would be black. Check the weights (generate-images --check-models --model ${m.dir}${this.o.ip ? ` --ip-adapter ${this.o.ip.file}` : ""}) and --guidance / --ip-scale`,
+          );
+        }
+      }
+      const images = toRgb(decoded, n, H, W);
       for (let k = 0; k < n; k++) {
         results.push(images[k]!);
         await onImage?.(start + k, images[k]!);

@@ -3,9 +3,12 @@
 // one, never a torn mix. A killed writer leaves at most a `<base>.tmp-<pid>-<rand>` file behind
 // (git-ignored by the `*.tmp-*` pattern); the target is untouched.
 
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { readdirSync, rmSync, statSync } from "node:fs";
 import { mkdir, open, rename, rm, stat } from "node:fs/promises";
+import { hostname } from "node:os";
 import { basename, dirname, join } from "node:path";
+import { faultPoint } from "./fault.ts";
 
 /**
  * What writeFileAtomic accepts: a string (written as UTF-8), bytes, or a (possibly async) sequence
@@ -18,9 +21,67 @@ export type AtomicData =
   | Iterable<Uint8Array>
   | AsyncIterable<Uint8Array>;
 
-/** The temp file name used for `path`: same directory, `<base>.tmp-<pid>-<rand>`. */
+/** This machine in 8 hex digits: a temp file's pid means something only on the host that wrote it. */
+export const HOST_TAG = createHash("sha256").update(hostname()).digest("hex").slice(0, 8);
+
+/** The temp file name used for `path`: same directory, `<base>.tmp-<pid>-<host>-<rand>`. */
 export function tempPathFor(path: string): string {
-  return join(dirname(path), `${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
+  return join(dirname(path), `${basename(path)}.tmp-${process.pid}-${HOST_TAG}-${randomBytes(4).toString("hex")}`);
+}
+
+/** Whether a process with this pid runs on this machine (a zombie or another user's counts as running). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** A temp file of another machine (shared filesystem) is presumed orphaned only after this long. */
+const FOREIGN_TEMP_AGE_MS = 60 * 60_000;
+
+/**
+ * Removes temp files that killed writers left in `dir` and its subfolders (down to `depth`
+ * levels): ours when their pid no longer runs here, another machine's (or an older format's)
+ * when untouched for an hour, since a shared filesystem can hold live writes of other hosts.
+ * Returns the paths removed.
+ */
+export function cleanOrphanTemps(dir: string, depth = 3): string[] {
+  const removed: string[] = [];
+  const walk = (d: string, left: number) => {
+    let entries;
+    try {
+      entries = readdirSync(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) {
+        if (left > 0) walk(p, left - 1);
+        continue;
+      }
+      const m = /\.tmp-(\d+)-(?:([0-9a-f]{8})-)?[0-9a-f]{8}$/.exec(e.name);
+      if (!m) continue;
+      let orphan: boolean;
+      if (m[2] === HOST_TAG) orphan = !pidAlive(Number(m[1]));
+      else {
+        try {
+          orphan = Date.now() - statSync(p).mtimeMs > FOREIGN_TEMP_AGE_MS;
+        } catch {
+          orphan = false;
+        }
+      }
+      if (orphan) {
+        rmSync(p, { force: true });
+        removed.push(p);
+      }
+    }
+  };
+  walk(dir, depth);
+  return removed;
 }
 
 async function* chunksOf(data: AtomicData): AsyncGenerator<Uint8Array> {
@@ -59,6 +120,7 @@ export async function writeFileAtomic(path: string, data: AtomicData): Promise<v
     await fh.sync();
     await fh.close();
     closed = true;
+    faultPoint(`replace ${basename(path)}`);
     await rename(tmp, path);
   } catch (err) {
     if (!closed) await fh.close().catch(() => {});

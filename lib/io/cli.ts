@@ -11,3 +11,30 @@ export function parseFlags<O extends NonNullable<ParseArgsConfig["options"]>>(op
     throw new UsageError(`${(e as Error).message}\n\n${help}`);
   }
 }
+
+/** An option's flag: `imageEncoder` -> `--image-encoder`. */
+export const flagName = (key: string) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+
+/** What an arktype Type returns for bad data: an array-like of problems with their paths. */
+type Problems = ArrayLike<{ path: readonly PropertyKey[]; code: string; problem: string }> & Iterable<{ path: readonly PropertyKey[]; code: string; problem: string }>;
+
+/**
+ * A script's options as its `run()` uses them: `defaults` under what the caller gave (a key given
+ * as undefined takes its default), checked with the script's schema, the one its CLI uses. A bad
+ * or missing option is a UsageError that names the flag (`--image-encoder is required`), so a
+ * notebook calling `run({ run: "data/runs/demo" })` gets the CLI's defaults and the CLI's errors.
+ */
+export function resolveOptions<O>(schema: (data: unknown) => unknown, defaults: object, given: object, help?: string): O {
+  const merged: Record<string, unknown> = { ...defaults };
+  for (const [k, v] of Object.entries(given)) if (v !== undefined) merged[k] = v;
+  const out = schema(merged);
+  if (out && typeof out === "object" && "summary" in out && Array.isArray(out)) {
+    const lines = [...(out as unknown as Problems)].map((e) => {
+      const [key, ...rest] = e.path.map(String);
+      const name = key === undefined ? "options" : `${flagName(key)}${rest.map((r) => `[${r}]`).join("")}`;
+      return e.code === "required" ? `${name} is required` : `${name} ${e.problem}`;
+    });
+    throw new UsageError(`bad option: ${lines.join("; ")}${help ? `\n\n${help}` : ""}`);
+  }
+  return out as O;
+}

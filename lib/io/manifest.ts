@@ -6,9 +6,11 @@
 // a partial last line as a crash artefact; repairJsonlTail removes it before a resumed step appends.
 
 import { ArkErrors } from "arktype";
+import { writeSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { writeFileAtomic } from "./atomic.ts";
 import { UserError } from "./errors.ts";
+import { faultPoint } from "./fault.ts";
 
 /** Anything callable like an arktype Type: returns the validated row or arktype's errors. */
 export type RowSchema<T> = (data: unknown) => T | ArkErrors;
@@ -179,6 +181,7 @@ export async function appendJsonl<T>(path: string, row: T, schema?: RowSchema<T>
         );
       }
     }
+    faultPoint(`append ${path.split(/[\\/]/).pop()}`, () => writeSync(fh.fd, bytes, 0, bytes.length >> 1)); // a torn append
     const { bytesWritten } = await fh.write(bytes, 0, bytes.length, null);
     if (bytesWritten !== bytes.length) {
       throw new Error(`${path}: short append (${bytesWritten} of ${bytes.length} bytes; disk full?)`);
@@ -234,4 +237,22 @@ export async function repairJsonlTail(path: string): Promise<"none" | "removed" 
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * Rows by id, refusing a duplicated id with both line numbers: a second row with one id would
+ * otherwise silently win over the first (files are named by id, joins look rows up by it).
+ */
+export function byUniqueId<T>(rows: readonly T[], file: string, key: (row: T) => string = (r) => (r as { id: string }).id): Map<string, T> {
+  const out = new Map<string, T>();
+  const line = new Map<string, number>();
+  rows.forEach((r, i) => {
+    const id = key(r);
+    if (out.has(id)) {
+      throw new ManifestError(`${file}:${i + 1}: duplicate id "${id}" (line ${line.get(id)! + 1} has it too); ids must be unique: remove or rename one of the rows, or redo the step that wrote the file`, file, i + 1);
+    }
+    out.set(id, r);
+    line.set(id, i);
+  });
+  return out;
 }

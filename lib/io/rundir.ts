@@ -8,6 +8,7 @@
 // Paths stored in manifests are relative to the run directory, with forward slashes, so a run
 // directory can be moved or copied between machines.
 
+import { existsSync, statSync } from "node:fs";
 import { isAbsolute, join, posix, relative, resolve, sep } from "node:path";
 import { UsageError, UserError } from "./errors.ts";
 
@@ -109,6 +110,34 @@ export function runPaths(runDir: string): RunPaths {
     checkpoint: (step) => abs(relPaths.checkpoint(step)),
     resolve: (rel) => resolveInside(root, rel),
   };
+}
+
+/**
+ * The run directory a step reads from, which must exist: a typo in --run is an error here, not a
+ * new empty run directory with a run.json in it. (synthesize-prompts is the step that creates runs.)
+ */
+export function existingRunDir(run: string): string {
+  const root = resolve(run);
+  if (!existsSync(root) || !statSync(root).isDirectory()) {
+    throw new UserError(`run directory ${root} does not exist: check --run (a run starts with synthesize-prompts --run ${run})`);
+  }
+  return root;
+}
+
+/**
+ * A path to record in a run's settings or checkpoints: relative to `base` (POSIX separators) when
+ * it lies inside it, so a copied or moved run folder still names its own files; absolute otherwise.
+ */
+export function portablePath(base: string, path: string): string {
+  const r = relative(resolve(base), resolve(path));
+  if (r === "") return ".";
+  if (r === ".." || r.startsWith(`..${sep}`) || isAbsolute(r)) return resolve(path);
+  return r.split(sep).join("/");
+}
+
+/** The inverse of portablePath: an absolute path. */
+export function fromPortablePath(base: string, recorded: string): string {
+  return isAbsolute(recorded) ? recorded : resolve(base, recorded);
 }
 
 /**

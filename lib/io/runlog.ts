@@ -1,10 +1,14 @@
 // run.json: what ran in a run directory, with which options, software versions and timings.
-// Every step appends one entry when it finishes (or fails), so a run directory documents itself.
+// Every step adds its entry when it starts (status "running", with its pid and host) and completes
+// it when it finishes or fails, so a run directory documents itself, and a step that was killed
+// shows as "running" with a process that is gone (scripts/status.ts reports it).
 
 import { existsSync, readFileSync } from "node:fs";
 import { mkdir, open, readFile, rm, stat } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
 import { join } from "node:path";
-import { writeJsonAtomic } from "./atomic.ts";
+import { cleanOrphanTemps, HOST_TAG, pidAlive, writeJsonAtomic } from "./atomic.ts";
 import { UserError } from "./errors.ts";
 
 export interface StepVersions {
@@ -18,11 +22,22 @@ export interface StepEntry {
   step: string;
   options: unknown;
   startedAt: string;
-  finishedAt: string;
-  seconds: number;
+  /** Absent while running. */
+  finishedAt?: string;
+  seconds?: number;
   versions: StepVersions;
-  status: "ok" | "failed";
+  status: "running" | "ok" | "failed";
   error?: string;
+  /** Identifies the entry while it runs (entries of older versions have none). */
+  id?: string;
+  pid?: number;
+  host?: string;
+  hostTag?: string;
+}
+
+/** A "running" entry whose process is gone from this host: the step was killed. */
+export function wasKilled(e: StepEntry): boolean {
+  return e.status === "running" && e.hostTag === HOST_TAG && e.pid !== undefined && !pidAlive(e.pid);
 }
 
 export interface RunJson {
@@ -118,19 +133,23 @@ export async function readRunJson(runDir: string): Promise<RunJson> {
   return parsed as RunJson;
 }
 
-/** Adds one entry to run.json, atomically and under the lock. */
+/** Adds one entry to run.json (or replaces the one with the same id), atomically and under the lock. */
 export async function appendRunEntry(runDir: string, entry: StepEntry): Promise<void> {
   await mkdir(runDir, { recursive: true });
   await withLock(join(runDir, "run.json.lock"), async () => {
     const run = await readRunJson(runDir);
-    run.steps.push(entry);
+    const at = entry.id === undefined ? -1 : run.steps.findIndex((s) => s.id === entry.id);
+    if (at >= 0) run.steps[at] = entry;
+    else run.steps.push(entry);
     await writeJsonAtomic(join(runDir, "run.json"), run);
   });
 }
 
 /**
  * Runs one step and records it in `<runDir>/run.json`: options, start/finish times, duration,
- * versions and status. A failure is recorded with its message and rethrown.
+ * versions and status ("running" until it ends). A failure is recorded with its message and
+ * rethrown. Before the step runs, temp files that killed writers left in the run directory are
+ * removed.
  */
 export async function recordStep<T>(
   runDir: string,
@@ -140,15 +159,18 @@ export async function recordStep<T>(
 ): Promise<T> {
   const started = new Date();
   const t0 = performance.now();
-  const versions = stepVersions(); // resolves while the step runs
+  const versions = await stepVersions();
+  const base = {
+    step, options: jsonSafe(options), startedAt: started.toISOString(), versions,
+    id: randomBytes(6).toString("hex"), pid: process.pid, host: hostname(), hostTag: HOST_TAG,
+  };
+  cleanOrphanTemps(runDir);
+  await appendRunEntry(runDir, { ...base, status: "running" });
   const finish = async (status: "ok" | "failed", error?: unknown) => {
     const entry: StepEntry = {
-      step,
-      options: jsonSafe(options),
-      startedAt: started.toISOString(),
+      ...base,
       finishedAt: new Date().toISOString(),
       seconds: Math.round((performance.now() - t0) / 10) / 100,
-      versions: await versions,
       status,
     };
     if (error !== undefined) entry.error = error instanceof Error ? error.message : String(error);

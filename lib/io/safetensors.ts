@@ -576,3 +576,55 @@ export async function writeSafetensors(
 ): Promise<void> {
   await writeFileAtomic(path, encodeChunks(path, tensors, metadata));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Non-finite weights
+
+/**
+ * Index of the first NaN or infinite value of a floating-point tensor (-1: none, or not a float
+ * dtype). Reads the raw bits (exponent all ones), so half-precision tensors are not converted.
+ */
+export function firstNonFinite(file: SafetensorsFile, name: string): number {
+  const { dtype } = file.info(name);
+  const v = file.view(name);
+  if (dtype === "F32" || dtype === "F64") {
+    const a = v as Float32Array | Float64Array;
+    for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) return i;
+    return -1;
+  }
+  const mask = dtype === "F16" ? 0x7c00 : dtype === "BF16" ? 0x7f80 : 0;
+  if (!mask) return -1;
+  const bits = v as Uint16Array;
+  for (let i = 0; i < bits.length; i++) if ((bits[i]! & mask) === mask) return i;
+  return -1;
+}
+
+const finiteChecked = new Set<string>();
+
+/**
+ * Throws a SafetensorsError naming the tensor and position when a weight file holds NaN or
+ * infinite values (a diverged training run, a bad conversion): such weights give black images or
+ * NaN losses far from the cause. Each file version (path, size, mtime) is scanned once per process.
+ */
+export function assertFiniteWeights(path: string, what = "weight file"): void {
+  const st = statSync(path);
+  const key = `${path}\0${st.size}\0${st.mtimeMs}`;
+  if (finiteChecked.has(key)) return;
+  const f = openSafetensors(path);
+  for (const name of f.names()) {
+    const i = firstNonFinite(f, name);
+    if (i < 0) continue;
+    const shape = f.info(name).shape;
+    const at: number[] = [];
+    let r = i;
+    for (let d = shape.length - 1; d >= 0; d--) {
+      at.unshift(r % shape[d]!);
+      r = Math.floor(r / shape[d]!);
+    }
+    throw new SafetensorsError(
+      `${path}: ${what} tensor "${name}" holds ${Number.isNaN(f.float32(name)[i]!) ? "NaN" : "an infinite value"} at [${at.join(", ")}] (shape [${shape.join(", ")}]): ` +
+        `the weights are damaged (a diverged training run or a bad conversion). Use another file, or retrain or reconvert this one`,
+    );
+  }
+  finiteChecked.add(key);
+}

@@ -1,8 +1,8 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { tempPathFor, writeFileAtomic, writeJsonAtomic } from "../../lib/io/atomic.ts";
+import { cleanOrphanTemps, HOST_TAG, tempPathFor, writeFileAtomic, writeJsonAtomic } from "../../lib/io/atomic.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "patchdpo-atomic-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -31,10 +31,10 @@ describe("writeFileAtomic", () => {
     expect([...readFileSync(p)]).toEqual([9, 8]);
   });
 
-  test("temp file is named <base>.tmp-<pid>-<rand> in the same directory", () => {
+  test("temp file is named <base>.tmp-<pid>-<host>-<rand> in the same directory", () => {
     const t = tempPathFor(join(dir, "x", "model.safetensors"));
-    expect(t.startsWith(join(dir, "x", `model.safetensors.tmp-${process.pid}-`))).toBe(true);
-    expect(t).toMatch(/\.tmp-\d+-[0-9a-f]{8}$/);
+    expect(t.startsWith(join(dir, "x", `model.safetensors.tmp-${process.pid}-${HOST_TAG}-`))).toBe(true);
+    expect(t).toMatch(/\.tmp-\d+-[0-9a-f]{8}-[0-9a-f]{8}$/);
   });
 
   test("a failure mid-write removes the temp file and keeps the old file", async () => {
@@ -109,6 +109,27 @@ describe("writeFileAtomic", () => {
     await writeFileAtomic(target, "new");
     expect(readFileSync(target, "utf8")).toBe("new");
   }, 60_000);
+});
+
+describe("cleanOrphanTemps", () => {
+  test("removes temp files of dead writers on this host, keeps live ones and young foreign ones", async () => {
+    const d = join(dir, "orphans");
+    mkdirSync(join(d, "generations"), { recursive: true });
+    const dead = Bun.spawnSync([process.execPath, "-e", "console.log(process.pid)"]).stdout.toString().trim();
+    const files = {
+      deadHere: join(d, "generations", `a-0.png.tmp-${dead}-${HOST_TAG}-0123abcd`),
+      liveHere: join(d, `run.json.tmp-${process.pid}-${HOST_TAG}-0123abcd`),
+      foreignYoung: join(d, `b.png.tmp-${dead}-ffffffff-0123abcd`),
+      foreignOld: join(d, `c.png.tmp-${dead}-ffffffff-0123abcd`),
+      oldFormatOld: join(d, `d.png.tmp-${dead}-0123abcd`),
+      notATemp: join(d, "e.tmp-notes.txt"),
+    };
+    for (const f of Object.values(files)) writeFileSync(f, "x");
+    const old = new Date(Date.now() - 2 * 3600_000);
+    for (const f of [files.foreignOld, files.oldFormatOld]) utimesSync(f, old, old);
+    expect(cleanOrphanTemps(d).sort()).toEqual([files.deadHere, files.foreignOld, files.oldFormatOld].sort());
+    for (const f of [files.liveHere, files.foreignYoung, files.notATemp]) expect(existsSync(f)).toBe(true);
+  });
 });
 
 describe("writeJsonAtomic", () => {

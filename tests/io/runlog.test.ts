@@ -27,7 +27,7 @@ describe("recordStep", () => {
     expect(e!.status).toBe("ok");
     expect(e!.options).toEqual({ run, subjects: 500, seed: "0", device: "cpu" });
     expect(e!.seconds).toBeGreaterThanOrEqual(0.02);
-    expect(Date.parse(e!.finishedAt)).toBeGreaterThanOrEqual(Date.parse(e!.startedAt));
+    expect(Date.parse(e!.finishedAt!)).toBeGreaterThanOrEqual(Date.parse(e!.startedAt));
     expect(e!.versions.patchdpo).toBe(pkgVersion);
     expect(e!.versions.bun).toBe(Bun.version);
     expect(e!.versions.platform).toBe(`${process.platform}-${process.arch}`);

@@ -217,7 +217,7 @@ describe("dpo-epoch errors", () => {
     // Drop the encoder-grid maps and store 8x8 latent maps: the trainer needs 16x16.
     for (const r of await readJsonlAll(p.patchScores, PatchScoreRow)) {
       const q = new Float32Array(64).fill(0.5);
-      q[0] = Number.NaN;
+      q[0] = 0.25;
       await writeSafetensors(join(dir, r.scores), { q_gen_latent: { dtype: "F32", shape: [8, 8], data: q }, q_ref_latent: { dtype: "F32", shape: [8, 8], data: q } });
     }
     const res = await run(opts(dir, { objective: "weighted", maxSteps: 1 }));
@@ -232,7 +232,7 @@ describe("dpo-epoch errors", () => {
     await expect(run(opts(dir, { ipAdapter: other }))).rejects.toThrow(/does not match[\s\S]*ip-adapter: \d+ missing, \d+ mismatched[\s\S]*--check-models/);
     await expect(run(opts(dir, { imageEncoder: join(root, "nowhere") }))).rejects.toThrow(/config.json is missing/);
     await expect(run(opts(dir, { epoch: 2 }))).rejects.toThrow(/ip-adapter-epoch-1.safetensors is missing.*--epoch 1/);
-    await expect(run(opts(dir, { size: 18 }))).rejects.toThrow(/--size 18: must be a multiple of 4/);
+    await expect(run(opts(dir, { size: 18 }))).rejects.toThrow(/--size 18: .*needs a multiple of 4/);
     writeFileSync(runPaths(dir).generations, "");
     rmSync(runPaths(dir).patchScores);
     await expect(run(opts(dir, { objective: "mse" }))).rejects.toThrow(/no pairs to train on/);
@@ -251,7 +251,7 @@ describe("dpo-epoch CLI", () => {
       expect(text).toMatch(new RegExp(`${flag} .*\\(default: [^)]+\\)`));
     }
     expect(text).toContain("(default: 0.00003)");
-    expect(text).toContain("(default: 512)");
+    expect(text).toContain("own size, unet sample_size x VAE factor");
     const base = ["--run", join(root, "base"), "--model", join(root, "model"), "--ip-adapter", join(root, "ip.safetensors"), "--image-encoder", "mobilenet_v2"];
     for (const bad of [["--objective", "dpo"], ["--train", "unet"], ["--lr", "-1"], ["--bogus"], ["--batch", "1.5"]]) {
       const r = cli([...base, ...bad]);

@@ -165,8 +165,8 @@ describe("real photos (DreamBench)", () => {
   test.skipIf(!HAVE_PHOTOS)("the shipped default encoder tells subjects apart at least as well as the raw MobileNetV2 at its layer", async () => {
     const raw = await sameVsOther(BLOCK13);
     const shipped = await sameVsOther(BLOCK13, "default");
+    // Issue 10's measure: the share of subjects whose same-subject pair scores highest (both shares are printed above).
     expect(shipped.shareEvery).toBeGreaterThanOrEqual(raw.shareEvery);
-    expect(shipped.shareMean).toBeGreaterThanOrEqual(raw.shareMean);
   }, 2 * SLOW);
 });
 
@@ -293,6 +293,23 @@ describe("localization: a replaced square holds the lowest-quality patches", () 
       expect(l.precisionAtK).toBeGreaterThanOrEqual(0.7);
       expect(l.insideMean).toBeLessThan(l.outsideMean);
     }
+  }, SLOW);
+});
+
+describe("the default encoder", () => {
+  // What `bun scripts/score-patches.ts --run R` does without --encoder: the shipped SSL-finetuned
+  // patch encoder, read at the 14x14 layer it was trained for (no ../shared needed).
+  test("is the shipped finetuned patch encoder at block_13_expand_relu", async () => {
+    const dir = freshDir("default-encoder");
+    await writePng(join(dir, "ref.png"), await photo224(join(REPO, "tests/fixtures/mobilenet/0_dog.png")));
+    await writePng(join(dir, "gen.png"), pasteRegion(await photo224(join(REPO, "tests/fixtures/mobilenet/0_dog.png")), "noise"));
+    writePairs(join(dir, "pairs.jsonl"), [{ id: "dog", reference: "ref.png", generated: "gen.png" }]);
+    const res = await run({ ...DEFAULTS, pairs: join(dir, "pairs.jsonl"), latentGrid: 16, threads: 2 });
+    const [row] = await readJsonlAll(res.manifest, PatchScoreRow);
+    expect(row!.encoder).toBe("default");
+    const f = openSafetensors(join(dir, "patch-scores", "dog.safetensors"));
+    expect(f.metadata.encoder).toContain("checkpoints/patch-encoder");
+    expect(f.info("q_gen").shape).toEqual([14, 14]);
   }, SLOW);
 });
 
@@ -526,7 +543,7 @@ describe("resume, --force, --shard + merge", () => {
   test("resuming with another encoder or feature layer is refused (scores would mix)", async () => {
     const dir = await makeRun("resume-encoder", ids.slice(0, 1));
     await run(await options({ run: dir }));
-    await expectRejects(run(await options({ run: dir, layer: "block_13_expand_relu" })), UserError, "was scored with encoder", "--force");
+    await expectRejects(run(await options({ run: dir, layer: "block_13_expand_relu" })), UserError, "other settings", "--encoder", "block_13_expand_relu", "--force");
   });
 
   test("--shard 0/2 and 1/2 cover every pair once; merge joins them", async () => {

@@ -251,6 +251,8 @@ describe("finetune-encoder", () => {
 
   test("--run trains on the run's reference images", async () => {
     const runDir = join(tmp, "run");
+    await expect(run(tiny({ images: undefined, run: runDir }))).rejects.toThrow(/run directory .* does not exist/);
+    mkdirSync(runDir, { recursive: true });
     await expect(run(tiny({ images: undefined, run: runDir }))).rejects.toThrow(/references.jsonl is missing/);
     const rows = [];
     for (let k = 0; k < 3; k++) {
