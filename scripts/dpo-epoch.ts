@@ -255,7 +255,7 @@ function checkMapValues(f: SafetensorsFile, key: "q_ref" | "q_gen", where: strin
       const ok = Number.isNaN(x) ? !!mask && mask[i] === 1 : x >= 0 && x <= 1;
       if (ok) continue;
       const w = shape.at(-1) ?? 1;
-      const why = Number.isNaN(x) ? `NaN on a patch ${mask ? `that ${maskName} does not mask` : `(the file has no ${maskName}, so no patch may be NaN)`}` : `${x}, outside [0, 1]`;
+      const why = Number.isNaN(x) ? `NaN on a patch ${mask ? `that ${maskName} does not mask` : `(the file has no ${maskName}, so no patch may be NaN)`}` : `${Number(x.toPrecision(6))}, outside [0, 1]`;
       throw new UserError(`${where}: ${f.path}: ${name}[${Math.floor(i / w)}, ${i % w}] is ${why}. Quality maps must be finite and in [0, 1]: rerun score-patches --force for this run (or fix the file)`);
     }
   }
@@ -507,6 +507,12 @@ async function epoch(o: DpoEpochOptions, root: string): Promise<DpoEpochResult> 
   let firstLoss: number | undefined, lastLoss: number | undefined;
   // Whether any step of this epoch has updated the weights (a NaN before that is not the lr's fault).
   let updated = local > 0;
+  const nonFiniteInputs = (last: number) =>
+    new UserError(
+      `dpo-epoch: the loss or gradients are NaN/Inf from the first step of the epoch on (through step ${last}), before any weight was updated, ` +
+        `so --lr and --beta are not the cause: the inputs are. The weights and quality maps were checked finite at load; check the model ${model.dir} and ${from} ` +
+        `(huge weights overflow; generate-images --check-models), --ip-scale (now ${o.ipScale}) and --size (now ${size})`,
+    );
   for (let s = local; s < stop; s++) {
     const t0 = performance.now();
     const rng = stepRng(s);
@@ -526,13 +532,7 @@ async function epoch(o: DpoEpochOptions, root: string): Promise<DpoEpochResult> 
       skipped++;
       skippedTotal++;
       process.stderr.write(`dpo-epoch: step ${startStep + s}: ${Number.isFinite(loss) ? "non-finite gradients" : `loss ${loss}`}; step skipped\n`);
-      if (++badInARow >= 5 && !updated) {
-        throw new UserError(
-          `dpo-epoch: the loss or gradients are NaN/Inf from the first step of the epoch, before any weight was updated (steps ${startStep + s - 4}..${startStep + s}), ` +
-            `so --lr and --beta are not the cause: the inputs are. The weights and quality maps were checked finite at load; check the model ${model.dir} and ${from} ` +
-            `(generate-images --check-models), --ip-scale (now ${o.ipScale}) and --size (now ${size})`,
-        );
-      }
+      if (++badInARow >= 5 && !updated) throw nonFiniteInputs(startStep + s);
       if (badInARow >= 5) throw new UserError(`dpo-epoch: 5 steps in a row had NaN/Inf loss or gradients (last: step ${startStep + s}) after training went well until then; lower --lr (now ${o.lr})${o.objective === "patch-dpo" ? ` or --beta (now ${o.beta})` : ""}`);
     } else {
       badInARow = 0;
@@ -557,6 +557,8 @@ async function epoch(o: DpoEpochOptions, root: string): Promise<DpoEpochResult> 
     }
   }
   bar.done();
+  // An epoch shorter than the 5-in-a-row guard whose every step was skipped trained nothing.
+  if (done > 0 && !updated) throw nonFiniteInputs(startStep + stop - 1);
 
   const endStep = startStep + Math.max(stop, local);
   const finished = Math.max(stop, local) >= steps;

@@ -19,7 +19,7 @@
 // aside (<out>/.staging/) and replaces the old checkpoint only when this invocation succeeds.
 
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
-import { basename, extname, join, resolve } from "node:path";
+import { basename, extname, join, relative, resolve, sep } from "node:path";
 import { type } from "arktype";
 import * as G from "../lib/graph/index.ts";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
@@ -29,7 +29,7 @@ import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { type RgbImage, loadImage, resizeBicubic, toCHW } from "../lib/io/images.ts";
 import { appendJsonl, readJsonlAll, repairJsonlTail, writeJsonl } from "../lib/io/manifest.ts";
 import { progress } from "../lib/io/progress.ts";
-import { existingRunDir, fromPortablePath, isSafeId, portablePath, runPaths, stableHash } from "../lib/io/rundir.ts";
+import { existingRunDir, fromPortablePath, isSafeId, runPaths, stableHash } from "../lib/io/rundir.ts";
 import { recordStep } from "../lib/io/runlog.ts";
 import { ReferenceRow, TrainLogRow } from "../lib/io/schemas.ts";
 import { Staging } from "../lib/io/staging.ts";
@@ -325,15 +325,17 @@ async function finetune(o: FinetuneOptions, folders: string[]): Promise<Finetune
   stage.recover();
   const dest = o.force ? stage.dir : out;
   const logPath = join(dest, "train-log.jsonl");
+  const imagesAt = (f: (path: string) => string) => (folders.length === 1 ? f(folders[0]!) : folders.length ? folders.map(f) : f(o.run!));
   const config = {
     encoder: base, featureLayer: o.featureLayer ?? null, imageSize: S, trainBlocks: o.trainBlocks, temperature: o.temperature,
     lr: o.lr, minLr: o.minLr, weightDecay: o.weightDecay, schedule: o.schedule, warmup: o.warmup, steps: o.steps, batch: B, matches: M,
     clip: o.clip, holdout: o.holdout, holdoutViews: o.holdoutViews, cropScale: o.cropScale, jitter: o.jitter, seed: o.seed,
-    // Relative to <out> (a copied run folder holding both still resumes); compared where they point.
-    images: folders.length === 1 ? portablePath(out, folders[0]!) : folders.length ? folders.map((f) => portablePath(out, f)) : portablePath(out, o.run!),
+    // Relative to <out> (a copied run folder holding both still resumes), and absolute (an <out> moved alone still resumes).
+    images: imagesAt((f) => relative(out, resolve(f)).split(sep).join("/") || "."), imagesAbsolute: imagesAt((f) => resolve(f)),
     patchGrid: [C, h, w], trained: trained.map((t) => t.name),
   };
   const where = (v: unknown) => JSON.stringify(typeof v === "string" ? fromPortablePath(out, v) : Array.isArray(v) ? v.map((x) => fromPortablePath(out, String(x))) : v ?? null);
+  const sameImages = (saved: Record<string, unknown>) => where(saved.images) === where(config.images) || JSON.stringify(saved.imagesAbsolute ?? saved.images) === JSON.stringify(config.imagesAbsolute);
   const stepDirs = () => (existsSync(out) ? readdirSync(out).filter((d) => /^step-\d+$/.test(d)) : []);
   const resumeFrom = o.resume && !o.force ? latestCheckpoint(out) : undefined;
   if (!resumeFrom && !o.force && (existsSync(join(out, "state.json")) || stepDirs().length)) {
@@ -352,7 +354,7 @@ async function finetune(o: FinetuneOptions, folders: string[]): Promise<Finetune
   if (resumeFrom) {
     const ck = await loadCheckpoint(resumeFrom);
     const saved = ck.state.config;
-    const same = (k: string) => (k === "images" ? where(saved[k]) === where(config[k]) : JSON.stringify(saved[k] ?? null) === JSON.stringify((config as Record<string, unknown>)[k] ?? null));
+    const same = (k: string) => (k === "images" ? sameImages(saved) : JSON.stringify(saved[k] ?? null) === JSON.stringify((config as Record<string, unknown>)[k] ?? null));
     const diff = RESUME_KEYS.filter((k) => !same(k));
     if (diff.length) {
       throw new UserError(`${resumeFrom} was trained with other settings (${diff.map((k) => `${k}: ${JSON.stringify(saved[k])} there, ${JSON.stringify(config[k])} now`).join("; ")}); resume with the same flags or start over with --force`);

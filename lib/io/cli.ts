@@ -32,7 +32,9 @@ export function resolveOptions<O>(schema: (data: unknown) => unknown, defaults: 
     const lines = [...(out as unknown as Problems)].map((e) => {
       const [key, ...rest] = e.path.map(String);
       const name = key === undefined ? "options" : `${flagName(key)}${rest.map((r) => `[${r}]`).join("")}`;
-      return e.code === "required" ? `${name} is required` : `${name} ${e.problem}`;
+      if (e.code === "required") return `${name} is required`;
+      // Some problems repeat the key ("mode must be ..."): say it once, as the flag.
+      return key !== undefined && e.problem.startsWith(`${key} `) ? `${name}${e.problem.slice(key.length)}` : `${name} ${e.problem}`;
     });
     throw new UsageError(`bad option: ${lines.join("; ")}${help ? `\n\n${help}` : ""}`);
   }
