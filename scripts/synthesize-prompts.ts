@@ -17,7 +17,7 @@ import { parseFlags, resolveOptions } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { readJsonlAll, writeJsonl } from "../lib/io/manifest.ts";
 import { runPaths } from "../lib/io/rundir.ts";
-import { readRunJson, recordStep } from "../lib/io/runlog.ts";
+import { readRunJson, recordStep, wasKilled } from "../lib/io/runlog.ts";
 import { PromptRow } from "../lib/io/schemas.ts";
 import { GRAMMAR_VERSION, maxScenesPerSubject, synthesizeOpen } from "../lib/prompts/grammar.ts";
 import { FLAT_SCENES, SPLITS, type Split } from "../lib/tinyworld/catalogue.ts";
@@ -93,12 +93,15 @@ function redactUrl(url: string): string {
   }
 }
 
-/** The identity recorded by the latest successful run of this step, or undefined. */
+/**
+ * The identity recorded by the latest run of this step that may have written prompts.jsonl: a
+ * successful one, or one killed after its write and before run.json recorded the success.
+ */
 async function recordedIdentity(runDir: string): Promise<Record<string, unknown> | undefined> {
   const steps = (await readRunJson(runDir)).steps;
   for (let i = steps.length - 1; i >= 0; i--) {
     const s = steps[i]!;
-    if (s.step === STEP && s.status === "ok") {
+    if (s.step === STEP && (s.status === "ok" || wasKilled(s))) {
       const id = (s.options as { identity?: Record<string, unknown> } | null)?.identity;
       if (id) return id;
     }

@@ -94,13 +94,16 @@ async function withLock<T>(lockPath: string, fn: () => Promise<T>, timeoutMs = 3
   for (;;) {
     try {
       const fh = await open(lockPath, "wx");
-      await fh.write(`${process.pid}\n`);
+      await fh.write(`${process.pid} ${HOST_TAG}\n`);
       await fh.close();
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       try {
-        if (Date.now() - (await stat(lockPath)).mtimeMs > staleMs) await rm(lockPath, { force: true });
+        // A holder killed on this machine is known at once; another machine's only by the lock's age.
+        const [pid, host] = (await readFile(lockPath, "utf8")).trim().split(" ");
+        const killedHere = host === HOST_TAG && !pidAlive(Number(pid));
+        if (killedHere || Date.now() - (await stat(lockPath)).mtimeMs > staleMs) await rm(lockPath, { force: true });
       } catch {
         /* the holder just released it */
       }
