@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { HOST_TAG } from "../../lib/io/atomic.ts";
 import { UsageError, UserError } from "../../lib/io/errors.ts";
 import { acquireLock } from "../../lib/io/lock.ts";
@@ -26,6 +26,7 @@ import { run as finetune } from "../../scripts/finetune-encoder.ts";
 import { run as generate, merge as mergeGenerations } from "../../scripts/generate-images.ts";
 import { run as judge } from "../../scripts/judge.ts";
 import { run as score, merge as mergeScores } from "../../scripts/score-patches.ts";
+import { run as synthesize } from "../../scripts/synthesize-prompts.ts";
 import { SIZE, copyRun, snapshot, tinyModel, tinyRun } from "./helpers/tiny-run.ts";
 
 const REPO = resolve(import.meta.dir, "../..");
@@ -44,7 +45,7 @@ const copy = (name: string) => {
  * Everything in a run but run.json (which records every attempt, failed ones too) and .staging/
  * (where a failed forced rerun's partial results wait for the next run to discard them).
  */
-const state = (dir: string) => snapshot(dir, (rel) => rel === "run.json" || rel === ".staging" || rel.endsWith(".lock"));
+const state = (dir: string) => snapshot(dir, (rel) => rel === "run.json" || basename(rel) === ".staging" || rel.endsWith(".lock"));
 const sameState = (a: Map<string, Buffer>, b: Map<string, Buffer>) => {
   expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
   for (const [k, v] of a) expect({ file: k, same: Buffer.compare(v, b.get(k)!) === 0 }).toEqual({ file: k, same: true });
@@ -123,6 +124,20 @@ describe("1. --force checks everything before it replaces anything", () => {
     expect(Buffer.compare(readFileSync(epochFile(runPaths(dir), 1)), before.get("train/ip-adapter-epoch-1.safetensors")!)).not.toBe(0);
     expect(existsSync(join(dir, ".staging"))).toBe(false);
   });
+
+  test("finetune-encoder: a forced rerun that crashes keeps the old checkpoint", async () => {
+    const dir = copy("force-ft");
+    const ft = (o = {}) => finetune({ images: join(dir, "references"), out: join(dir, "encoder"), steps: 2, batch: 1, holdout: 0, saveEvery: 1, imageSize: 64, threads: 1, ...o });
+    await ft();
+    const before = state(dir);
+    await expect(ft({ force: true, lr: 5e-4, onStep: () => {
+      throw new Error("runtime crash");
+    } })).rejects.toThrow("runtime crash");
+    sameState(before, state(dir));
+    await ft({ force: true, lr: 5e-4 });
+    expect(JSON.parse(readFileSync(join(dir, "encoder", "state.json"), "utf8")).config.lr).toBe(5e-4);
+    expect(readdirSync(join(dir, "encoder")).filter((f) => f.startsWith("step-")).sort()).toEqual(["step-1", "step-2"]);
+  });
 });
 
 describe("2. a resume with changed settings is refused, naming the setting and both values", () => {
@@ -152,6 +167,19 @@ describe("2. a resume with changed settings is refused, naming the setting and b
     await dpoEpoch(dpo(dir));
     expect(await dpoEpoch(dpo(dir, { resume: true }))).toMatchObject({ alreadyDone: true });
     await rejects(dpoEpoch(dpo(dir, { resume: true, lr: 5e-4 })), UserError, "lr: 0.001 there, 0.0005 now", "--force");
+  });
+
+  test("synthesize-prompts killed after writing prompts.jsonl (before run.json said ok) reruns as unchanged", async () => {
+    const dir = fresh("synth-killed");
+    const o = { run: dir, world: "tiny" as const, subjects: 2, scenesPerSubject: 2 };
+    await synthesize(o);
+    const runJson = join(dir, "run.json");
+    const doc = JSON.parse(readFileSync(runJson, "utf8"));
+    const dead = Number(Bun.spawnSync([process.execPath, "-e", "console.log(process.pid)"]).stdout.toString().trim());
+    Object.assign(doc.steps[0], { status: "running", pid: dead, finishedAt: undefined });
+    writeFileSync(runJson, JSON.stringify(doc));
+    expect((await synthesize(o)).status).toBe("unchanged");
+    await rejects(synthesize({ ...o, seed: 3 }), UserError, "other flags");
   });
 
   test("the demo notices a changed --dpo-epochs before it reuses anything", async () => {
