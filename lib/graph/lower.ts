@@ -4,7 +4,7 @@
 import { basename, dirname } from "node:path";
 import type { AttributeProto, ModelProto, NodeProto, TensorProto, ValueInfoProto } from "../onnx/types.ts";
 import { AttributeType } from "../onnx/types.ts";
-import { type Attr, type Tensor, topoSort } from "./graph.ts";
+import { type Attr, type DType, type Node, type Tensor, topoSort } from "./graph.ts";
 import { onnxTypeCode } from "./ops.ts";
 
 export const OPSET = 17;
@@ -25,6 +25,30 @@ export interface Lowered {
 
 const enc = new TextEncoder();
 
+/**
+ * What a device's lowering rule may emit in place of one node (lib/graph/webgpu.ts): nodes in
+ * standard ops over the lowered names of the node's own inputs and outputs, fresh intermediate
+ * names, and constants.
+ */
+export interface Emit {
+  /** The lowered name of a tensor (an input or output of the node being replaced). */
+  name(t: Tensor): string;
+  /** A fresh intermediate name. */
+  temp(): string;
+  /** A constant initializer; returns its name. */
+  constant(data: Float32Array | BigInt64Array, shape: readonly number[], dtype: DType): string;
+  node(op: string, inputs: string[], outputs: string[], attrs?: Record<string, Attr>): void;
+}
+
+/** Emits a replacement for node `n` and returns true, or returns false to keep it as it is. */
+export type NodeRewrite = (n: Node, e: Emit) => boolean;
+
+export interface LowerOptions {
+  name?: string;
+  /** A device's lowering rules (ops its provider lacks or gets wrong); none for the CPU. */
+  rewrite?: NodeRewrite;
+}
+
 function attribute(name: string, a: Attr): AttributeProto {
   switch (a.kind) {
     case "int": return { name, type: AttributeType.INT, i: a.value };
@@ -43,7 +67,8 @@ function valueInfo(name: string, t: Tensor): ValueInfoProto {
  * Lowers the part of the graph that `outputs` depend on. External weights from several folders
  * get distinct locations `w<k>-<file name>`; the caller maps them to real files (see session.ts).
  */
-export function lower(outputs: Record<string, Tensor>, name = "patchdpo"): Lowered {
+export function lower(outputs: Record<string, Tensor>, opts: LowerOptions | string = {}): Lowered {
+  const { name = "patchdpo", rewrite } = typeof opts === "string" ? { name: opts } : opts;
   const outTensors = Object.values(outputs);
   const nodes = topoSort(outTensors);
   const names = new Map<Tensor, string>();
@@ -79,7 +104,21 @@ export function lower(outputs: Record<string, Tensor>, name = "patchdpo"): Lower
     }
   }
 
+  let temps = 0;
+  const emit: Emit = {
+    name: nameOf,
+    temp: () => `::lowered${temps++}`,
+    constant: (data, shape, dtype) => {
+      const name = `::lowered${temps++}`;
+      initializer.push({ name, dims: [...shape], dataType: onnxTypeCode(dtype) as never, rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
+      return name;
+    },
+    node: (opType, input, output, attrs = {}) => {
+      nodeProtos.push({ opType, input, output, attribute: Object.entries(attrs).map(([k, a]) => attribute(k, a)) });
+    },
+  };
   for (const n of nodes) {
+    if (rewrite?.(n, emit)) continue;
     nodeProtos.push({
       opType: n.op,
       input: n.inputs.map((x) => (x ? nameOf(x) : "")),
@@ -94,6 +133,13 @@ export function lower(outputs: Record<string, Tensor>, name = "patchdpo"): Lower
     graphOutputs.push(valueInfo(n, t));
   }
 
+  // A rewritten node can leave a constant of the original unused (a Slice's starts): drop it, as ORT
+  // would with a warning.
+  if (temps) {
+    const used = new Set(nodeProtos.flatMap((p) => p.input));
+    for (const o of graphOutputs) used.add(o.name);
+    for (let i = initializer.length - 1; i >= 0; i--) if (!used.has(initializer[i]!.name)) initializer.splice(i, 1);
+  }
   const model: ModelProto = {
     irVersion: 8,
     opsetImport: [{ domain: "", version: OPSET }],

@@ -8,9 +8,11 @@ import { basename, dirname, join, resolve } from "node:path";
 import * as ort from "onnxruntime-node";
 import { AttributeType, type ModelProto, type NodeProto, type ValueInfoProto, encodeModel } from "../onnx/index.ts";
 import type { DType, Tensor } from "./graph.ts";
-import { type Lowered, lower } from "./lower.ts";
+import { ensureDevice } from "./device.ts";
+import { type Lowered, type NodeRewrite, lower } from "./lower.ts";
 import { onnxTypeCode } from "./ops.ts";
 import { fmt, product } from "./shape.ts";
+import { webgpuRewrite } from "./webgpu.ts";
 
 export type Device = "cpu" | "cuda" | "webgpu";
 export const DEVICES: readonly Device[] = ["cpu", "cuda", "webgpu"];
@@ -25,7 +27,12 @@ export interface CompileOptions {
   memArena?: boolean;
   /** Where hard links to weight files from several folders are made (default .cache/weights). */
   cacheDir?: string;
+  /** Lower the graph with this device's rules (default: `device`); tests run webgpu's lowering on the cpu. */
+  lowerAs?: Device;
 }
+
+/** Each device's lowering rules: what its provider lacks or gets wrong (lib/graph/webgpu.ts). */
+const REWRITES: Partial<Record<Device, NodeRewrite>> = { webgpu: webgpuRewrite };
 
 export type HostArray = Float32Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array;
 export type Feeds = Record<string, HostArray>;
@@ -168,9 +175,10 @@ function ortOptions(device: Device, threads: number, optimization: NonNullable<C
 
 /** Lowers the graph for `outputs`, creates (or reuses) an ONNX Runtime session. */
 export async function compile(outputs: Record<string, Tensor>, opts: CompileOptions = {}): Promise<Compiled> {
-  const lowered = lower(outputs);
-  const bytes = encodeModel(bridgeBfloat16(lowered.model));
   const device = opts.device ?? "cpu";
+  await ensureDevice(device);
+  const lowered = lower(outputs, { rewrite: REWRITES[opts.lowerAs ?? device] });
+  const bytes = encodeModel(bridgeBfloat16(lowered.model));
   const threads = opts.threads ?? 0;
   const optimization = opts.optimization ?? "all";
   // The weight files' identities are part of the key: a checkpoint rewritten at the same path gets a new session.
@@ -239,6 +247,7 @@ export async function openOnnxFile(path: string, opts: CompileOptions = {}): Pro
   const optimization = opts.optimization ?? "all";
   const memArena = opts.memArena ?? true; // inference: small, reused buffers
   if (!existsSync(file)) throw new Error(`${file} does not exist`);
+  await ensureDevice(device);
   const stamp = readdirSync(dirname(file)).filter((f) => f.startsWith(basename(file))).sort().map((f) => {
     const st = statSync(join(dirname(file), f));
     return [f, st.dev, st.ino, st.size, st.mtimeMs];
@@ -267,7 +276,7 @@ export async function clearSessionCache(): Promise<void> {
   for (const p of all) await p.then((c) => c.session.release()).catch(() => {});
 }
 
-/** Encoded ONNX bytes of a graph, e.g. to save it for inspection in Netron. */
-export function toOnnx(outputs: Record<string, Tensor>): Uint8Array {
-  return encodeModel(lower(outputs).model);
+/** Encoded ONNX bytes of a graph, e.g. to save it for inspection in Netron (as lowered for `device`). */
+export function toOnnx(outputs: Record<string, Tensor>, device: Device = "cpu"): Uint8Array {
+  return encodeModel(lower(outputs, { rewrite: REWRITES[device] }).model);
 }
