@@ -54,6 +54,7 @@ describe("Staging: a forced rerun replaces results only when it commits", () => 
     s.begin();
     writeFileSync(s.path("m.jsonl"), "half\n");
     expect(s.recover()).toBe("discarded");
+    expect(existsSync(s.dir)).toBe(false);
     expect(readFileSync(join(root, "m.jsonl"), "utf8")).toBe("old\n");
     // A commit decided (its .commit written) but killed before the renames: rolled forward.
     s.begin();

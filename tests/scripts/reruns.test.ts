@@ -346,16 +346,18 @@ describe("6. smaller guard rails", () => {
   });
 
   test("a copied run folder resumes: dpo-epoch and finetune-encoder record paths inside the run relative to it", async () => {
-    // dpo-epoch: 1 of 2 steps, the folder copied and the original removed, the copy resumed.
+    // dpo-epoch: epoch 2 (which starts from the run's own epoch-1 file) stopped after 1 of 2 steps,
+    // the folder copied and the original removed, the copy resumed.
     const straight = copy("dpo-straight");
-    await dpoEpoch(dpo(straight));
+    for (const epoch of [1, 2]) await dpoEpoch(dpo(straight, { epoch }));
     const a = copy("dpo-a");
-    await dpoEpoch(dpo(a, { stopAt: 1 }));
+    await dpoEpoch(dpo(a));
+    await dpoEpoch(dpo(a, { epoch: 2, stopAt: 1 }));
     const b = fresh("dpo-b");
     copyRun(a, b);
     rmSync(a, { recursive: true, force: true });
-    await dpoEpoch(dpo(b, { resume: true }));
-    expect(Buffer.compare(readFileSync(epochFile(runPaths(b), 1)), readFileSync(epochFile(runPaths(straight), 1)))).toBe(0);
+    await dpoEpoch(dpo(b, { epoch: 2, resume: true }));
+    expect(Buffer.compare(readFileSync(epochFile(runPaths(b), 2)), readFileSync(epochFile(runPaths(straight), 2)))).toBe(0);
     // finetune-encoder: images and checkpoint both inside the run folder.
     const ft = (dir: string, o = {}) => finetune({ images: join(dir, "references"), out: join(dir, "encoder"), steps: 2, batch: 1, holdout: 0, saveEvery: 1, imageSize: 64, threads: 1, ...o });
     const c = copy("ft-a");
