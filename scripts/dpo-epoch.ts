@@ -28,6 +28,12 @@
 // seeded by (seed, epoch, step); the order from (seed, epoch)). A resume, or a rerun of a finished
 // epoch, with other settings is refused. --force checks everything first (models, size, weights,
 // every quality map), trains the epoch aside and swaps it in only when this invocation succeeds.
+//
+// Data parallel: `mpirun -np W bun scripts/dpo-epoch.ts ...` (or srun). Each rank takes --grad-accum / W
+// of every step's micro-batches (W must divide --grad-accum); the gradients, loss and logs are
+// averaged over the ranks (lib/dist) before clipping and AdamW, so every rank applies the same
+// update and the result does not depend on W (resume at any W that divides --grad-accum). Rank 0
+// alone writes the log, checkpoints, the epoch file and run.json.
 
 import { clearSessionCache } from "../lib/graph/index.ts";
 import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
@@ -36,6 +42,7 @@ import { parseArgs } from "node:util";
 import { type } from "arktype";
 import { type DiffusionModel, type IpAdapter, MODEL_LAYOUT_HELP, checkImageSize, checkModels, loadDiffusionModel, loadIpAdapter, nativeSize } from "../lib/diffusion/model.ts";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
+import { type World, allReduceMeanGrads, barrier, checkSame, shareOf, world } from "../lib/dist/index.ts";
 import { writeJsonAtomic } from "../lib/io/atomic.ts";
 import { resolveOptions } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
@@ -355,9 +362,15 @@ function epochStartStep(paths: RunPaths, epoch: number, logRows: TrainLogRow[]):
 export async function run(input: DpoEpochInput): Promise<DpoEpochResult> {
   const o = resolveOptions<DpoEpochOptions>(OPTIONS, DEFAULTS, input);
   const root = existingRunDir(o.run);
+  const w = world();
+  if (o.gradAccum % w.size !== 0) {
+    throw new UsageError(`--grad-accum ${o.gradAccum} cannot be split over ${w.size} ranks: each rank takes --grad-accum / ranks micro-batches of --batch pairs per step, so pass a multiple of ${w.size} (e.g. --batch ${o.batch} --grad-accum ${w.size * Math.max(1, Math.round(o.gradAccum / w.size))})`);
+  }
+  // The other ranks write nothing: rank 0 holds the lock and the run.json entry for the job.
+  if (w.rank !== 0) return epoch(o, root, w);
   const { onStep: _s, ...recorded } = o;
-  return recordStep(root, `dpo-epoch (epoch ${o.epoch}, ${o.objective})`, recorded, () =>
-    withLockFile(join(root, "train.lock"), `dpo-epoch in ${root}`, () => epoch(o, root)));
+  return recordStep(root, `dpo-epoch (epoch ${o.epoch}, ${o.objective}${w.size > 1 ? `, ${w.size} ranks` : ""})`, recorded, () =>
+    withLockFile(join(root, "train.lock"), `dpo-epoch in ${root}`, () => epoch(o, root, w)));
 }
 
 /** `from` and the other path settings, compared where they point (a copied run folder still resumes). */
@@ -370,8 +383,9 @@ function otherSettings(root: string, saved: Record<string, unknown>, config: Rec
   return RESUME_KEYS.filter((k) => !sameSetting(root, k, saved[k], config[k])).map((k) => `${k}: ${JSON.stringify(saved[k])} there, ${JSON.stringify(config[k])} now`);
 }
 
-async function epoch(o: DpoEpochOptions, root: string): Promise<DpoEpochResult> {
+async function epoch(o: DpoEpochOptions, root: string, w: World): Promise<DpoEpochResult> {
   const paths = runPaths(root);
+  const lead = w.rank === 0;
   const needMaps = o.objective !== "mse";
 
   // ---- models: the reference IP-Adapter, and the one this epoch starts from
@@ -401,8 +415,11 @@ async function epoch(o: DpoEpochOptions, root: string): Promise<DpoEpochResult> 
   mkdirSync(paths.trainDir, { recursive: true });
   // A forced run trains aside (staging: checkpoints, log, epoch file) and swaps in at the end.
   const stage = new Staging(root, `dpo-epoch-${o.epoch}`);
-  stage.recover();
-  if (existsSync(paths.trainLog)) await repairJsonlTail(paths.trainLog);
+  if (lead) stage.recover();
+  if (lead && existsSync(paths.trainLog)) await repairJsonlTail(paths.trainLog);
+  // The other ranks read the state once rank 0 has recovered and repaired it; rank 0 writes nothing
+  // they read before the first step's all-reduce (its later rewrites are atomic and keep what they read).
+  await barrier();
   let logRows = existsSync(paths.trainLog) ? await readJsonlAll(paths.trainLog, TrainLogRow) : [];
   const mine = () => checkpointsOf(paths).filter((c) => c.epoch === o.epoch);
   const rel = (abs: string) => portablePath(root, abs);
@@ -431,7 +448,7 @@ async function epoch(o: DpoEpochOptions, root: string): Promise<DpoEpochResult> 
     throw new UserError(`${paths.checkpointsDir} holds checkpoints of epoch ${o.epoch}: pass --resume to continue them, or --force to start the epoch over`);
   }
   const logPath = at(paths.trainLog);
-  if (o.force) {
+  if (o.force && lead) {
     stage.begin();
     if (existsSync(epochFile(paths, o.epoch + 1))) process.stderr.write(`dpo-epoch: warning: epoch ${o.epoch + 1} was trained from the epoch ${o.epoch} being redone; redo it too\n`);
     logRows = logRows.filter((r) => (r.epoch ?? 0) !== o.epoch);
@@ -481,7 +498,7 @@ async function epoch(o: DpoEpochOptions, root: string): Promise<DpoEpochResult> 
   // The log may hold rows of this epoch past the checkpoint (or from a run that never reached one).
   const firstKept = startStep + local;
   const kept = logRows.filter((r) => (r.epoch ?? 0) !== o.epoch || r.step < firstKept);
-  if (kept.length !== logRows.length) await writeJsonl(logPath, kept, TrainLogRow);
+  if (lead && kept.length !== logRows.length) await writeJsonl(logPath, kept, TrainLogRow);
   logRows = kept;
 
   // ---- the loop
@@ -513,6 +530,9 @@ async function epoch(o: DpoEpochOptions, root: string): Promise<DpoEpochResult> 
         `so --lr and --beta are not the cause: the inputs are. The weights and quality maps were checked finite at load; check the model ${model.dir} and ${from} ` +
         `(huge weights overflow; generate-images --check-models), --ip-scale (now ${o.ipScale}) and --size (now ${size})`,
     );
+  // This rank's micro-batches of each step; their mean gradient is averaged over the ranks.
+  const share = shareOf(o.gradAccum, w);
+  const perRank = share.end - share.start;
   for (let s = local; s < stop; s++) {
     const t0 = performance.now();
     const rng = stepRng(s);
@@ -520,18 +540,27 @@ async function epoch(o: DpoEpochOptions, root: string): Promise<DpoEpochResult> 
     let loss = 0;
     const logs: Record<string, number> = {};
     for (let k = 0; k < o.gradAccum; k++) {
+      if (k < share.start || k >= share.end) {
+        trainer.skipDraws(rng, o.dropout); // another rank's micro-batch
+        continue;
+      }
       const batch: PairExample[] = [];
       for (let b = 0; b < o.batch; b++) batch.push(await example(pairs[order[((s * o.gradAccum + k) * o.batch + b) % N]!]!));
       const r = await trainer.step(await trainer.prepare(batch, rng, o.dropout), weights);
-      loss += r.loss / o.gradAccum;
-      for (const [name, v] of Object.entries(r.logs)) logs[name] = (logs[name] ?? 0) + v / o.gradAccum;
+      loss += r.loss / perRank;
+      for (const [name, v] of Object.entries(r.logs)) logs[name] = (logs[name] ?? 0) + v / perRank;
       acc.add(r.grads);
     }
     const grads = acc.take();
+    if (w.size > 1) {
+      const { loss: meanLoss, ...meanLogs } = await allReduceMeanGrads(grads, { loss, ...logs });
+      loss = meanLoss!;
+      Object.assign(logs, meanLogs);
+    }
     if (!Number.isFinite(loss) || !allFinite(grads.values())) {
       skipped++;
       skippedTotal++;
-      process.stderr.write(`dpo-epoch: step ${startStep + s}: ${Number.isFinite(loss) ? "non-finite gradients" : `loss ${loss}`}; step skipped\n`);
+      if (lead) process.stderr.write(`dpo-epoch: step ${startStep + s}: ${Number.isFinite(loss) ? "non-finite gradients" : `loss ${loss}`}; step skipped\n`);
       if (++badInARow >= 5 && !updated) throw nonFiniteInputs(startStep + s);
       if (badInARow >= 5) throw new UserError(`dpo-epoch: 5 steps in a row had NaN/Inf loss or gradients (last: step ${startStep + s}) after training went well until then; lower --lr (now ${o.lr})${o.objective === "patch-dpo" ? ` or --beta (now ${o.beta})` : ""}`);
     } else {
@@ -541,8 +570,8 @@ async function epoch(o: DpoEpochOptions, root: string): Promise<DpoEpochResult> 
       const lr = learningRate(sched, s);
       opt.step(weights, grads, lr);
       const row: TrainLogRow = { step: startStep + s, loss, lr, epoch: o.epoch, gradNorm, seconds: Math.round((performance.now() - t0)) / 1000, ...logs };
-      await appendJsonl(logPath, row, TrainLogRow);
-      o.onStep?.(row);
+      if (lead) await appendJsonl(logPath, row, TrainLogRow);
+      if (lead) o.onStep?.(row);
       firstLoss ??= loss;
       lastLoss = loss;
     }
@@ -551,7 +580,8 @@ async function epoch(o: DpoEpochOptions, root: string): Promise<DpoEpochResult> 
     bar.tick();
     const completed = s + 1;
     if ((o.saveEvery > 0 && (startStep + completed) % o.saveEvery === 0) || completed === stop) {
-      await saveCheckpoint(at(join(paths.checkpointsDir, `step-${startStep + completed}`)), checkpointParams(), opt, {
+      await checkSame(`weights after step ${startStep + completed}`, weights.values());
+      if (lead) await saveCheckpoint(at(join(paths.checkpointsDir, `step-${startStep + completed}`)), checkpointParams(), opt, {
         step: startStep + completed, epoch: o.epoch, localStep: completed, rng: stepRng(completed).state(), config, skipped: skippedTotal,
       });
     }
@@ -563,7 +593,7 @@ async function epoch(o: DpoEpochOptions, root: string): Promise<DpoEpochResult> 
   const endStep = startStep + Math.max(stop, local);
   const finished = Math.max(stop, local) >= steps;
   const trainable = { names: shapes.size, values: [...shapes.values()].reduce((a, sh) => a + sh.reduce((x, y) => x * y, 1), 0) };
-  if (finished) {
+  if (finished && lead) {
     await saveIpAdapter(at(out), model, ipStart, weights);
     const epochLog = logRows.filter((r) => r.epoch === o.epoch);
     await writeJsonAtomic(at(summaryPath), {
@@ -572,7 +602,7 @@ async function epoch(o: DpoEpochOptions, root: string): Promise<DpoEpochResult> 
       firstLoss: epochLog[0]?.loss ?? firstLoss ?? null, lastLoss: lastLoss ?? epochLog.at(-1)?.loss ?? null,
     });
   }
-  if (o.force) {
+  if (o.force && lead) {
     // The swap: the epoch's old checkpoints, file and summary go; the new ones and the log come in.
     const old = [...mine().map((c) => rel(c.dir)), rel(out), rel(summaryPath)];
     await stage.commit(old, [rel(paths.trainLog)]);
@@ -670,6 +700,7 @@ if (import.meta.main) {
       // One JSON line per step for logs; a person at a terminal gets the progress bar instead.
       onStep: process.stderr.isTTY ? undefined : (row) => console.log(JSON.stringify(row)),
     });
+    if (world().rank !== 0) return;
     if (res.alreadyDone) return console.log(`epoch ${res.epoch} had already finished (${res.endStep - res.startStep} steps) -> ${res.out}`);
     const loss = (x?: number) => (x === undefined ? "n/a" : x.toPrecision(4));
     console.log(

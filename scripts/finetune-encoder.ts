@@ -17,10 +17,16 @@
 // uninterrupted run (each step's images and views come from an Rng seeded by (seed, step)); the
 // image folders are recorded relative to <out>, so a copied run folder resumes too. --force trains
 // aside (<out>/.staging/) and replaces the old checkpoint only when this invocation succeeds.
+//
+// A step takes --grad-accum micro-batches of --batch view pairs (InfoNCE's negatives stay within a
+// micro-batch). Data parallel, `mpirun -np W bun scripts/finetune-encoder.ts ...`: each rank takes
+// --grad-accum / W of them and the gradients are averaged over the ranks (lib/dist) before AdamW,
+// so the result does not depend on W; rank 0 alone writes <out> and run.json.
 
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
 import { basename, extname, join, relative, resolve, sep } from "node:path";
 import { type } from "arktype";
+import { allReduceMeanGrads, barrier, checkSame, shareOf, world } from "../lib/dist/index.ts";
 import * as G from "../lib/graph/index.ts";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
 import { cleanOrphanTemps } from "../lib/io/atomic.ts";
@@ -37,7 +43,7 @@ import type { PatchEncoder } from "../lib/models/encoder.ts";
 import { DEFAULT_PATCH_ENCODER, RAW_ENCODER, encoderFolder, loadGraphEncoder } from "../lib/models/featurizer.ts";
 import { Params } from "../lib/nn/params.ts";
 import { Rng } from "../lib/rng.ts";
-import { AdamW, allFinite, clipGradNorm, globalNorm } from "../lib/train/adamw.ts";
+import { AdamW, GradAccumulator, allFinite, clipGradNorm, globalNorm } from "../lib/train/adamw.ts";
 import { latestCheckpoint, loadCheckpoint, restoreOptimizer, saveCheckpoint } from "../lib/train/checkpoint.ts";
 import { infoNCE } from "../lib/train/infonce.ts";
 import { type ScheduleName, learningRate } from "../lib/train/schedule.ts";
@@ -63,8 +69,10 @@ export interface FinetuneOptions {
   schedule: ScheduleName;
   warmup: number;
   steps: number;
-  /** Image pairs (two views of one image) per step. */
+  /** Image pairs (two views of one image) per micro-batch: InfoNCE's negatives are the micro-batch's patches. */
   batch: number;
+  /** Micro-batches per step (split over the ranks of a data-parallel run). */
+  gradAccum: number;
   /** Corresponding patches per view pair in the loss (0: a third of the patch grid). */
   matches: number;
   /** Gradient clipping: max global norm (0: off). */
@@ -93,7 +101,7 @@ export interface FinetuneOptions {
 
 export const DEFAULTS = {
   encoder: RAW_ENCODER, trainBlocks: 2, temperature: 0.07, lr: 1e-4, minLr: 1e-5, weightDecay: 0.01, schedule: "cosine", warmup: 20,
-  steps: 500, batch: 4, matches: 0, clip: 1.0, holdout: 8, holdoutViews: 4, cropScale: [0.25, 1], jitter: 0.4, seed: 0, saveEvery: 100,
+  steps: 500, batch: 4, gradAccum: 1, matches: 0, clip: 1.0, holdout: 8, holdoutViews: 4, cropScale: [0.25, 1], jitter: 0.4, seed: 0, saveEvery: 100,
   resume: false, force: false, device: "cpu", threads: 0,
 } as const satisfies Partial<FinetuneOptions>;
 
@@ -104,7 +112,7 @@ export type FinetuneInput = Partial<FinetuneOptions>;
 export const OPTIONS = type({
   "images?": type("string > 0").or(type("string > 0").array()), "run?": "string > 0", encoder: "string > 0", "featureLayer?": "string > 0",
   trainBlocks: "number.integer > 0", temperature: "number > 0", lr: "number > 0", minLr: "number >= 0", weightDecay: "number >= 0",
-  schedule: "'constant' | 'warmup' | 'cosine'", warmup: "number.integer >= 0", steps: "number.integer > 0", batch: "number.integer > 0",
+  schedule: "'constant' | 'warmup' | 'cosine'", warmup: "number.integer >= 0", steps: "number.integer > 0", batch: "number.integer > 0", gradAccum: "number.integer > 0",
   matches: "number.integer >= 0", clip: "number >= 0", holdout: "number.integer >= 0", holdoutViews: "number.integer > 0",
   cropScale: ["0 < number <= 1", "0 < number <= 1"], jitter: "0 <= number < 1", seed: "number.integer >= 0", "out?": "string > 0", "name?": "string > 0",
   saveEvery: "number.integer >= 0", resume: "boolean", "stopAt?": "number.integer > 0", force: "boolean",
@@ -129,7 +137,7 @@ export interface FinetuneResult {
 
 const IMAGE_EXTS = new Set([".jpg", ".jpeg", ".png", ".webp"]);
 /** Config keys that must match for --resume (steps may grow; device/threads/save-every are free). */
-const RESUME_KEYS = ["encoder", "featureLayer", "imageSize", "trainBlocks", "temperature", "lr", "minLr", "weightDecay", "schedule", "warmup", "batch", "matches", "clip", "holdout", "holdoutViews", "cropScale", "jitter", "seed", "images"] as const;
+const RESUME_KEYS = ["encoder", "featureLayer", "imageSize", "trainBlocks", "temperature", "lr", "minLr", "weightDecay", "schedule", "warmup", "batch", "gradAccum", "matches", "clip", "holdout", "holdoutViews", "cropScale", "jitter", "seed", "images"] as const;
 
 /** Image files under `dir`, recursively, sorted (so the data order is the same on every machine). */
 export function listImages(dir: string): string[] {
@@ -228,12 +236,19 @@ export async function run(input: FinetuneInput): Promise<FinetuneResult> {
   if (o.cropScale[0] > o.cropScale[1]) throw new UsageError(`--crop-scale ${o.cropScale.join(",")}: lo must not exceed hi`);
   // --name is a folder under checkpoints/: "../../x" would write elsewhere (--out is the way to do that).
   if (o.name !== undefined && !isSafeId(o.name)) throw new UsageError(`--name ${JSON.stringify(o.name)}: a name under checkpoints/ may only hold [A-Za-z0-9._-] (no "/" or ".."); pass --out <folder> to write elsewhere`);
-  if (!o.run) return finetune(o, folders);
+  const dist = world();
+  if (o.gradAccum % dist.size !== 0) {
+    throw new UsageError(`--grad-accum ${o.gradAccum} cannot be split over ${dist.size} ranks: each rank takes --grad-accum / ranks micro-batches of --batch view pairs per step, so pass a multiple of ${dist.size}`);
+  }
+  // Rank 0 alone records the step in run.json (and writes <out>).
+  if (!o.run || dist.rank !== 0) return finetune(o, folders);
   const { onStep: _s, ...recorded } = o;
   return recordStep(existingRunDir(o.run), "finetune-encoder", recorded, () => finetune(o, folders));
 }
 
 async function finetune(o: FinetuneOptions, folders: string[]): Promise<FinetuneResult> {
+  const dist = world();
+  const lead = dist.rank === 0;
   const files = folders.length ? folders.flatMap(listImages) : await imagesFromRun(o.run!);
   if (files.length === 0) {
     throw new UserError(folders.length ? `no images (jpg, jpeg, png, webp) found under ${folders.map((f) => resolve(f)).join(", ")}; point --images at a folder of photos` : `${runPaths(o.run!).references} lists no references; generate them first`);
@@ -319,17 +334,19 @@ async function finetune(o: FinetuneOptions, folders: string[]): Promise<Finetune
   const name = o.name ?? `${encoderFolder(base) ? basename(encoderFolder(base)!) : base}-ssl`;
   const out = resolve(o.out ?? join("checkpoints", name));
   if (out === DEFAULT_PATCH_ENCODER) throw new UserError(`${out} is the shipped patch encoder; finetune into another --out (make patch-encoder writes data/patch-encoder) and copy it over once you trust it`);
-  cleanOrphanTemps(out, 1);
+  if (lead) cleanOrphanTemps(out, 1);
   // A forced run trains aside and swaps in at the end; a failure leaves the old checkpoint as it was.
   const stage = new Staging(out, "finetune");
-  stage.recover();
+  if (lead) stage.recover();
+  // The other ranks read <out> once rank 0 has recovered it; rank 0 changes nothing they read before the first step's all-reduce.
+  await barrier();
   const dest = o.force ? stage.dir : out;
   const logPath = join(dest, "train-log.jsonl");
   const imagesAt = (f: (path: string) => string) => (folders.length === 1 ? f(folders[0]!) : folders.length ? folders.map(f) : f(o.run!));
   const config = {
     encoder: base, featureLayer: o.featureLayer ?? null, imageSize: S, trainBlocks: o.trainBlocks, temperature: o.temperature,
     lr: o.lr, minLr: o.minLr, weightDecay: o.weightDecay, schedule: o.schedule, warmup: o.warmup, steps: o.steps, batch: B, matches: M,
-    clip: o.clip, holdout: o.holdout, holdoutViews: o.holdoutViews, cropScale: o.cropScale, jitter: o.jitter, seed: o.seed,
+    ...(o.gradAccum > 1 ? { gradAccum: o.gradAccum } : {}), clip: o.clip, holdout: o.holdout, holdoutViews: o.holdoutViews, cropScale: o.cropScale, jitter: o.jitter, seed: o.seed,
     // Relative to <out> (a copied run folder holding both still resumes), and absolute (an <out> moved alone still resumes).
     images: imagesAt((f) => relative(out, resolve(f)).split(sep).join("/") || "."), imagesAbsolute: imagesAt((f) => resolve(f)),
     patchGrid: [C, h, w], trained: trained.map((t) => t.name),
@@ -342,10 +359,10 @@ async function finetune(o: FinetuneOptions, folders: string[]): Promise<Finetune
     throw new UserError(`${out} already holds a finetune checkpoint${o.resume ? " but no complete step-N/ to resume from" : ""}: ${o.resume ? "" : "pass --resume to continue it, "}--force to start over, or choose another --out / --name`);
   }
   const oldFiles = [...stepDirs(), ...["weights.safetensors", "optimizer.safetensors", "state.json", "train-log.jsonl"].filter((f) => existsSync(join(out, f)))];
-  if (o.force) stage.begin();
+  if (o.force && lead) stage.begin();
   // A fresh start over leftovers of a run killed before its first checkpoint (no state.json): those go.
-  else if (!resumeFrom) for (const f of oldFiles) rmSync(join(out, f), { recursive: true, force: true });
-  mkdirSync(dest, { recursive: true });
+  else if (!resumeFrom && lead) for (const f of oldFiles) rmSync(join(out, f), { recursive: true, force: true });
+  if (lead) mkdirSync(dest, { recursive: true });
   const params = new Map<string, Float32Array>();
   const opt = new AdamW({ lr: o.lr, weightDecay: o.weightDecay });
   let start = 0;
@@ -369,7 +386,7 @@ async function finetune(o: FinetuneOptions, folders: string[]): Promise<Finetune
     accuracyBefore = ck.state.accuracyBefore as number | undefined;
     skippedTotal = (ck.state.skipped as number | undefined) ?? 0;
     // The log may run past the checkpoint (a crash after it): keep only the steps before it.
-    if (existsSync(logPath)) {
+    if (lead && existsSync(logPath)) {
       await repairJsonlTail(logPath);
       await writeJsonl(logPath, (await readJsonlAll(logPath, TrainLogRow)).filter((r) => r.step < start), TrainLogRow);
     }
@@ -397,7 +414,7 @@ async function finetune(o: FinetuneOptions, folders: string[]): Promise<Finetune
     const { correct, total } = matchAccuracy(feats, C, hw, holdoutPairs, (i) => 2 * i, (i) => 2 * i + 1);
     return total ? correct / total : undefined;
   };
-  if (accuracyBefore === undefined) accuracyBefore = await accuracy();
+  if (accuracyBefore === undefined && lead) accuracyBefore = await accuracy();
 
   // ---- the loop
   const stop = Math.min(o.steps, o.stopAt ?? o.steps);
@@ -411,28 +428,38 @@ async function finetune(o: FinetuneOptions, folders: string[]): Promise<Finetune
   const x = new Float32Array(2 * B * per);
   const ia = new BigInt64Array(B * M), ib = new BigInt64Array(B * M);
   let badInARow = 0, skipped = 0, seconds = 0, done = 0;
+  // This rank's micro-batches of each step; their mean gradient is averaged over the ranks.
+  const share = shareOf(o.gradAccum, dist);
+  const perRank = share.end - share.start;
   for (let step = start; step < stop; step++) {
     const t0 = performance.now();
-    const rng = rngFor(o.seed, "step", step);
-    for (let b = 0; b < B; b++) {
-      const pair = viewPairs(await image(sampleAt(step * B + b)), rng, viewOpts);
-      toCHW(pair.a.image, enc.mean, enc.std, x, b * per);
-      toCHW(pair.b.image, enc.mean, enc.std, x, (B + b) * per);
-      const pick = rng.shuffle([...pair.matches.a.keys()]).slice(0, M);
-      pick.forEach((m, k) => {
-        ia[b * M + k] = BigInt(b * hw + pair.matches.a[m]!);
-        ib[b * M + k] = BigInt((B + b) * hw + pair.matches.b[m]!);
-      });
+    const acc = new GradAccumulator();
+    let lossValue = 0;
+    for (let mb = share.start; mb < share.end; mb++) {
+      // Each micro-batch has its own images and Rng (micro-batch 0 draws as a step did before --grad-accum).
+      const rng = mb === 0 ? rngFor(o.seed, "step", step) : rngFor(o.seed, `step-${mb}`, step);
+      for (let b = 0; b < B; b++) {
+        const pair = viewPairs(await image(sampleAt((step * o.gradAccum + mb) * B + b)), rng, viewOpts);
+        toCHW(pair.a.image, enc.mean, enc.std, x, b * per);
+        toCHW(pair.b.image, enc.mean, enc.std, x, (B + b) * per);
+        const pick = rng.shuffle([...pair.matches.a.keys()]).slice(0, M);
+        pick.forEach((m, k) => {
+          ia[b * M + k] = BigInt(b * hw + pair.matches.a[m]!);
+          ib[b * M + k] = BigInt((B + b) * hw + pair.matches.b[m]!);
+        });
+      }
+      const feeds: G.Feeds = { images: x, index_a: ia, index_b: ib };
+      for (const t of trained) feeds[t.name] = params.get(t.name)!;
+      const r = await trainStep.run(feeds);
+      lossValue += (r.loss as Float32Array)[0]! / perRank;
+      acc.add(new Map(trained.map((t, i) => [t.name, r[`grad_${i}`] as Float32Array])));
     }
-    const feeds: G.Feeds = { images: x, index_a: ia, index_b: ib };
-    for (const t of trained) feeds[t.name] = params.get(t.name)!;
-    const r = await trainStep.run(feeds);
-    const lossValue = (r.loss as Float32Array)[0]!;
-    const gradMap = new Map(trained.map((t, i) => [t.name, r[`grad_${i}`] as Float32Array]));
+    const gradMap = acc.take();
+    if (dist.size > 1) lossValue = (await allReduceMeanGrads(gradMap, { loss: lossValue })).loss!;
     if (!Number.isFinite(lossValue) || !allFinite(gradMap.values())) {
       skipped++;
       skippedTotal++;
-      process.stderr.write(`finetune-encoder: step ${step}: ${Number.isFinite(lossValue) ? "non-finite gradients" : `loss ${lossValue}`}; step skipped\n`);
+      if (lead) process.stderr.write(`finetune-encoder: step ${step}: ${Number.isFinite(lossValue) ? "non-finite gradients" : `loss ${lossValue}`}; step skipped\n`);
       if (++badInARow >= 5) throw new UserError(`finetune-encoder: 5 steps in a row had NaN/Inf loss or gradients (last: step ${step}); lower --lr (now ${o.lr}) or raise --temperature (now ${o.temperature})`);
     } else {
       badInARow = 0;
@@ -441,26 +468,27 @@ async function finetune(o: FinetuneOptions, folders: string[]): Promise<Finetune
       opt.step(params, gradMap, lr);
       const dt = (performance.now() - t0) / 1000;
       const row: TrainLogRow = { step, loss: lossValue, lr, gradNorm, seconds: Math.round(dt * 1000) / 1000 };
-      await appendJsonl(logPath, row, TrainLogRow);
-      o.onStep?.(row);
+      if (lead) await appendJsonl(logPath, row, TrainLogRow);
+      if (lead) o.onStep?.(row);
     }
     seconds += (performance.now() - t0) / 1000;
     done++;
     bar.tick();
     const completed = step + 1;
     if ((o.saveEvery > 0 && completed % o.saveEvery === 0) || completed === stop) {
-      await saveCheckpoint(join(dest, `step-${completed}`), checkpointParams(), opt, state(completed));
+      await checkSame(`weights after step ${completed}`, params.values());
+      if (lead) await saveCheckpoint(join(dest, `step-${completed}`), checkpointParams(), opt, state(completed));
     }
   }
   bar.done();
 
   const finished = stop >= o.steps;
   let accuracyAfter: number | undefined;
-  if (finished) {
+  if (finished && lead) {
     accuracyAfter = await accuracy();
     await saveCheckpoint(dest, checkpointParams(), opt, state(Math.max(stop, start), { accuracyAfter, finishedAt: new Date().toISOString() }));
   }
-  if (o.force) await stage.commit(oldFiles, ["state.json"]);
+  if (o.force && lead) await stage.commit(oldFiles, ["state.json"]);
   return {
     out, step: Math.max(stop, start), finished, accuracyBefore, accuracyAfter, secondsPerStep: done ? seconds / done : 0, skipped,
     trainImages: train.length, holdoutImages: heldOut.length,
@@ -487,7 +515,10 @@ usage: bun scripts/finetune-encoder.ts (--images <folder> | --run <dir>) [option
   --schedule <s>          constant | warmup | cosine (default: ${DEFAULTS.schedule})
   --warmup <n>            linear warm-up steps (default: ${DEFAULTS.warmup})
   --steps <n>             training steps (default: ${DEFAULTS.steps})
-  --batch <n>             image pairs (two views of one image) per step (default: ${DEFAULTS.batch})
+  --batch <n>             image pairs (two views of one image) per micro-batch; InfoNCE's negatives are the
+                          patches of one micro-batch (default: ${DEFAULTS.batch})
+  --grad-accum <n>        micro-batches per step; a data-parallel run (mpirun -np W) splits them over its W ranks,
+                          so W must divide n (default: ${DEFAULTS.gradAccum})
   --matches <n>           corresponding patches per view pair in the loss; view pairs are redrawn until they
                           have this many (default: ${DEFAULTS.matches} = a third of the patch grid, 16 for a 7x7 grid)
   --clip <x>              clip the global gradient norm to this (0 = off) (default: ${DEFAULTS.clip})
@@ -520,6 +551,7 @@ if (import.meta.main) {
       "weight-decay": { type: "string", default: String(DEFAULTS.weightDecay) },
       schedule: { type: "string", default: DEFAULTS.schedule }, warmup: { type: "string", default: String(DEFAULTS.warmup) },
       steps: { type: "string", default: String(DEFAULTS.steps) }, batch: { type: "string", default: String(DEFAULTS.batch) },
+      "grad-accum": { type: "string", default: String(DEFAULTS.gradAccum) },
       matches: { type: "string", default: String(DEFAULTS.matches) }, clip: { type: "string", default: String(DEFAULTS.clip) },
       holdout: { type: "string", default: String(DEFAULTS.holdout) }, "holdout-views": { type: "string", default: String(DEFAULTS.holdoutViews) },
       "crop-scale": { type: "string", default: DEFAULTS.cropScale.join(",") }, jitter: { type: "string", default: String(DEFAULTS.jitter) },
@@ -535,13 +567,14 @@ if (import.meta.main) {
     const res = await run({
       images: v.images, run: v.run, encoder: v.encoder, featureLayer: v["feature-layer"], out: v.out, name: v.name, resume: v.resume, force: v.force,
       trainBlocks: num(v["train-blocks"]), temperature: num(v.temperature), lr: num(v.lr), minLr: num(v["min-lr"]),
-      weightDecay: num(v["weight-decay"]), schedule: v.schedule as ScheduleName, warmup: num(v.warmup), steps: num(v.steps), batch: num(v.batch),
+      weightDecay: num(v["weight-decay"]), schedule: v.schedule as ScheduleName, warmup: num(v.warmup), steps: num(v.steps), batch: num(v.batch), gradAccum: num(v["grad-accum"]),
       matches: num(v.matches), clip: num(v.clip), holdout: num(v.holdout), holdoutViews: num(v["holdout-views"]),
       cropScale: v["crop-scale"]!.split(",").map(Number) as [number, number], jitter: num(v.jitter), seed: num(v.seed), saveEvery: num(v["save-every"]),
       threads: num(v.threads), device: v.device as Device, imageSize: num(v["image-size"]), stopAt: num(v["stop-at"]),
       // One JSON line per step for logs; a person at a terminal gets the progress bar instead.
       onStep: process.stderr.isTTY ? undefined : (row) => console.log(JSON.stringify(row)),
     });
+    if (world().rank !== 0) return;
     const pct = (a?: number) => (a === undefined ? "n/a" : `${(100 * a).toFixed(1)}%`);
     console.log(
       `${res.finished ? "finished" : "stopped"} at step ${res.step} in ${((performance.now() - t0) / 1000).toFixed(1)} s (${res.secondsPerStep.toFixed(3)} s/step, ` +

@@ -361,6 +361,16 @@ export class DiffusionTrainer {
     return { ...feeds, ...mapFeeds(batch, this.latentH, this.latentW) };
   }
 
+  /**
+   * Advances `rng` past one batch's draws (noise, timesteps, dropout) without preparing the batch:
+   * a data-parallel rank skips the micro-batches of other ranks this way, so the draws of its own
+   * come out as they do in one process.
+   */
+  skipDraws(rng: Rng, dropout: CfgDropout = CFG_DROPOUT): void {
+    const B = this.s.pairs;
+    drawPairs(B, this.s.model.latentChannels * this.latentH * this.latentW, this.schedule.config.numTrainTimesteps, rng, dropout);
+  }
+
   private static netFeeds(feeds: G.Feeds, weights: Map<string, Float32Array>, trainables: Trainable[]): G.Feeds {
     const out: G.Feeds = { ...feeds };
     for (const t of trainables) out[t.tensor.name] = weights.get(t.name)!;

@@ -2,10 +2,12 @@
 // libmpi; under mpirun -np 2 the collectives compute what they say, and one failing rank ends the
 // whole job instead of leaving the other blocked (skipped with a line when mpirun is absent).
 
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { join } from "node:path";
 import { allReduceMean, allReduceMeanGrads, barrier, broadcast, checkSame, launchFromEnv, mpiStarted, shareOf, world } from "../../lib/dist/index.ts";
 import { MPIRUN, NO_MPIRUN, mpirun, runJob } from "./helpers.ts";
+
+setDefaultTimeout(120_000);
 
 describe("launchFromEnv", () => {
   test("started alone: no launch", () => {
