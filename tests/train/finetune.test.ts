@@ -169,7 +169,9 @@ describe("finetune-encoder", () => {
     const state = JSON.parse(readFileSync(join(out, "state.json"), "utf8"));
     // "default" would follow the shipped encoder when it is remade; the name of the checkpoint does not move.
     expect(state.config.encoder).toBe("patch-encoder");
-    expect(state.config.images).toEqual([join(tmp, "synthetic"), join(tmp, "more")]);
+    // Recorded relative to <out> (a copied run folder resumes) and absolute (an <out> moved alone resumes).
+    expect(state.config.images).toEqual(["../synthetic", "../more"]);
+    expect(state.config.imagesAbsolute).toEqual([join(tmp, "synthetic"), join(tmp, "more")]);
     expect((await loadFeaturizer(out, { batchSize: 1 })).name).toContain("patch-encoder");
     await expect(run(tiny({ out: DEFAULT_PATCH_ENCODER, steps: 1 }))).rejects.toThrow(/shipped patch encoder/);
   });
