@@ -30,6 +30,10 @@ demo: setup
 status: setup
 	bun scripts/status.ts --run $(RUN)
 
+# The whole method on one machine, step by step and resumably: make pipeline RUN=data/runs/p1 [NP=2]
+# (examples/pipeline.mk; README "Past one machine"). The defaults run the tiny world on a CPU.
+include examples/pipeline.mk
+
 # TinyBench (bench/TINYBENCH.md): does PatchDPO fix details? The tiny world, against ground truth,
 # 3 seeds, about 45 minutes on a 2-core CPU; not part of CI (CI runs a short chain in the tests).
 tinybench: setup
@@ -51,6 +55,7 @@ patch-encoder: setup
 	bun scripts/finetune-encoder.ts --images $(DREAMBENCH) --images data/encoder-data/tinyworld $(PATCH_ENCODER_FLAGS) --out data/patch-encoder --save-every 50 --resume
 	mkdir -p checkpoints/patch-encoder
 	cp data/patch-encoder/weights.safetensors data/patch-encoder/state.json data/patch-encoder/train-log.jsonl checkpoints/patch-encoder/
+	cp $(DREAMBENCH)/references_and_licenses.txt checkpoints/patch-encoder/CREDITS.txt
 
 # How well the patch finetune generalizes to unseen DreamBench subjects, and which setting to ship
 # (bench/ENCODER-SPLIT.md); about an hour on a 2-core CPU, resumable.
@@ -63,6 +68,23 @@ bench-%: setup
 	  echo "installing PyTorch for the reference (Debian packages)"; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-torch python3-torchvision libopenblas0-pthread; }
 	bun bench/run.ts $*
+
+# GPU execution providers (README "On a GPU box"). setup-cuda: onnxruntime-node's CUDA 12 provider,
+# which its npm package does not ship: runs the package's own install script (what Bun runs for a
+# trusted package, `bun pm trust onnxruntime-node`, without writing trustedDependencies into
+# package.json); it downloads Microsoft.ML.OnnxRuntime.Gpu.Linux from nuget.org (internet once),
+# then the preflight checks that the provider runs. lavapipe: Mesa's CPU Vulkan driver for
+# --device webgpu on a machine without a GPU (Debian 12, root). bench-gpu: bench/gpu.sh.
+.PHONY: setup-cuda lavapipe bench-gpu
+setup-cuda: setup
+	cd node_modules/onnxruntime-node && ONNXRUNTIME_NODE_INSTALL_CUDA=v12 $$(command -v node || command -v bun) script/install.js
+	bun -e 'const { deviceProblem } = await import("./lib/graph/index.ts"); const p = await deviceProblem("cuda"); console.log(p ?? "--device cuda: the CUDA provider runs"); process.exit(p ? 1 : 0)'
+
+lavapipe:
+	.ci/lavapipe
+
+bench-gpu: setup
+	bench/gpu.sh
 
 clean:
 	rm -rf data/runs .cache bench/out
