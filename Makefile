@@ -48,7 +48,7 @@ tiny-model: setup
 # the setting bench/encoder-split.ts chose on unseen subjects. Trains into data/patch-encoder
 # (resumable), then copies the result over the committed one (git checkout restores it).
 DREAMBENCH ?= ../shared/data/dreambench
-PATCH_ENCODER_FLAGS := --feature-layer block_13_expand_relu --train-blocks 2 --lr 3e-4 --schedule warmup --warmup 20 --steps 300 --batch 4 --seed 0
+PATCH_ENCODER_FLAGS := --feature-layer block_13_expand_relu --train-blocks 2 --lr 3e-4 --schedule warmup --warmup 20 --steps 600 --batch 4 --seed 0
 patch-encoder: setup
 	@test -d $(DREAMBENCH) || { echo "$(DREAMBENCH) is missing: point DREAMBENCH= at DreamBench photos (<subject>/<n>.jpg)"; exit 1; }
 	bun scripts/render-tinyworld.ts --out data/encoder-data/tinyworld --split train,val --size 64 --scenes 1 --seed 0

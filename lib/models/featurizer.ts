@@ -17,7 +17,7 @@ import { join, resolve } from "node:path";
 import * as G from "../graph/index.ts";
 import { UserError } from "../io/errors.ts";
 import { type RgbImage, resizeBicubic, toCHW } from "../io/images.ts";
-import { refuseUnsafeWeights } from "../io/safetensors.ts";
+import { assertFiniteWeights, refuseUnsafeWeights } from "../io/safetensors.ts";
 import { OverlaySource, Params, SafetensorsSource, type WeightSource, weightFiles } from "../nn/params.ts";
 import type { PatchEncoder } from "./encoder.ts";
 import { loadMobileNetV2 } from "./mobilenet.ts";
@@ -150,6 +150,8 @@ export function loadGraphEncoder(spec: string): GraphEncoder {
     // Checkpoints written before the shipped encoder existed name the raw MobileNetV2 "default";
     // finetune-encoder now records "mobilenet_v2" or "patch-encoder", never "default".
     const b = loadGraphEncoder(base === "default" ? RAW_ENCODER : base);
+    // A diverged finetune would score every patch NaN far from the cause: refuse it here, by name.
+    assertFiniteWeights(join(dir, "weights.safetensors"), "finetuned encoder");
     const source = new OverlaySource(b.source, new SafetensorsSource([join(dir, "weights.safetensors")]));
     const trainedLayer = state.config?.featureLayer ?? b.encoder.defaultLayer;
     return { encoder: { ...b.encoder, name: `${b.encoder.name} finetuned (${dir})`, source }, source, ...(trainedLayer ? { trainedLayer } : {}) };

@@ -5,11 +5,12 @@
 // least as well as the raw encoder.)
 
 import { describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { UserError } from "../../lib/io/errors.ts";
 import { loadImage } from "../../lib/io/images.ts";
-import { openSafetensors } from "../../lib/io/safetensors.ts";
+import { type TensorInput, openSafetensors, writeSafetensors } from "../../lib/io/safetensors.ts";
 import { DEFAULT_PATCH_ENCODER, RAW_ENCODER, loadFeaturizer, loadGraphEncoder } from "../../lib/models/featurizer.ts";
 import { qualityMaps } from "../../lib/patch/quality.ts";
 
@@ -39,6 +40,22 @@ describe("the shipped patch encoder", () => {
     const refused = loadFeaturizer("default", { featureLayer: "out_relu" });
     await expect(refused).rejects.toThrow(UserError);
     await expect(refused).rejects.toThrow(/--encoder mobilenet_v2/);
+  });
+
+  test("a finetuned encoder with a NaN weight is refused by name when it is loaded", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "patch-encoder-nan-"));
+    try {
+      cpSync(join(DEFAULT_PATCH_ENCODER, "state.json"), join(dir, "state.json"));
+      const f = openSafetensors(join(DEFAULT_PATCH_ENCODER, "weights.safetensors"));
+      const tensors: Record<string, TensorInput> = {};
+      for (const n of f.names()) tensors[n] = { dtype: "F32", shape: f.info(n).shape, data: Float32Array.from(f.float32(n)) };
+      const victim = f.names()[0]!;
+      (tensors[victim]!.data as Float32Array)[3] = NaN;
+      await writeSafetensors(join(dir, "weights.safetensors"), tensors);
+      expect(() => loadGraphEncoder(dir)).toThrow(new RegExp(`finetuned encoder tensor "${victim}" holds NaN`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("scores differ from the raw MobileNetV2's at the same layer", async () => {
