@@ -29,7 +29,39 @@ export interface CompileOptions {
   cacheDir?: string;
   /** Lower the graph with this device's rules (default: `device`); tests run webgpu's lowering on the cpu. */
   lowerAs?: Device;
+  /**
+   * Outputs that stay on the device (webgpu: gpu buffers) for `runResident`, to be fed back as
+   * inputs of a later run (training state). Elsewhere they come back to the host as usual.
+   */
+  keepOnDevice?: readonly string[];
 }
+
+/**
+ * A tensor that may live on the device: a webgpu gpu-buffer output of `runResident` (fed back as
+ * an input without touching the host), or, on other devices, the host array itself.
+ */
+export class DeviceTensor {
+  constructor(
+    readonly dtype: DType,
+    readonly shape: readonly number[],
+    /** The gpu-buffer tensor (webgpu), or undefined when the values are on the host. */
+    readonly onDevice: ort.Tensor | undefined,
+    readonly host: HostArray | undefined,
+  ) {}
+
+  /** Frees the gpu buffer (a no-op for host values); the tensor cannot be used afterwards. */
+  dispose(): void {
+    this.onDevice?.dispose();
+  }
+}
+
+/**
+ * Bytes the host sent to a GPU provider and got back, counted where our code crosses the boundary:
+ * host feeds of a run on `cuda` / `webgpu`, host outputs, and `readback`. (Copies ORT makes inside
+ * a run for nodes it places on the CPU are not counted.)
+ */
+const moved = { toDevice: 0, toHost: 0 };
+export const transferBytes = (): { toDevice: number; toHost: number } => ({ ...moved });
 
 /** Each device's lowering rules: what its provider lacks or gets wrong (lib/graph/webgpu.ts). */
 const REWRITES: Partial<Record<Device, NodeRewrite>> = { webgpu: webgpuRewrite };
@@ -96,6 +128,8 @@ export class Compiled {
     readonly session: ort.InferenceSession,
     readonly lowered: Lowered,
     readonly key: string,
+    readonly device: Device = "cpu",
+    readonly keepOnDevice: ReadonlySet<string> = new Set(),
   ) {}
 
   /** Input name -> [shape, dtype], for callers that allocate feeds. */
@@ -105,25 +139,78 @@ export class Compiled {
 
   /** Runs the graph. Every input must be fed with exactly its static size. */
   async run(feeds: Feeds): Promise<Record<string, HostArray>> {
+    return (await this.runResident(feeds)).host;
+  }
+
+  /**
+   * Runs the graph with some inputs given as device tensors (outputs of an earlier run) and
+   * returns the `keepOnDevice` outputs as device tensors, the others on the host.
+   */
+  async runResident(feeds: Record<string, HostArray | DeviceTensor>): Promise<{ host: Record<string, HostArray>; device: Record<string, DeviceTensor> }> {
     const ortFeeds: Record<string, ort.Tensor> = {};
+    const gpu = this.device !== "cpu";
     for (const t of this.lowered.inputs) {
-      const v = feeds[t.name];
+      const given = feeds[t.name];
+      if (given instanceof DeviceTensor) {
+        if (given.shape.join() !== t.shape.join() || given.dtype !== t.dtype) throw new Error(`run: device feed "${t.name}" is ${given.dtype} ${fmt(given.shape)}, the graph wants ${t.dtype} ${fmt(t.shape)}`);
+        if (given.onDevice) {
+          ortFeeds[t.name] = given.onDevice;
+          continue;
+        }
+      }
+      const v = given instanceof DeviceTensor ? given.host! : given;
       if (!v) throw new Error(`run: missing feed "${t.name}" ${fmt(t.shape)} (inputs: ${this.lowered.inputs.map((i) => i.name).join(", ")})`);
       if (v.length !== product(t.shape)) throw new Error(`run: feed "${t.name}" has ${v.length} values, the graph wants ${fmt(t.shape)} = ${product(t.shape)}`);
       if (t.dtype === "bfloat16" && !(v instanceof Uint16Array)) {
         throw new Error(`run: feed "${t.name}" is bfloat16: pass its bits as a Uint16Array (f32ToBf16Bits in lib/io/safetensors.ts rounds float32 values), got a ${v.constructor.name}`);
       }
       ortFeeds[t.name] = new ort.Tensor(ORT_TYPE[t.dtype], (t.dtype === "bfloat16" ? widenBf16(v as Uint16Array) : v) as never, [...t.shape]);
+      if (gpu) moved.toDevice += ortFeeds[t.name]!.size * bytesOf(t.dtype);
     }
     const known = new Set(this.lowered.inputs.map((t) => t.name));
     for (const k of Object.keys(feeds)) if (!known.has(k)) throw new Error(`run: "${k}" is not an input of this graph (inputs: ${[...known].join(", ")})`);
     const res = await this.session.run(ortFeeds);
-    const out: Record<string, HostArray> = {};
+    const host: Record<string, HostArray> = {};
+    const device: Record<string, DeviceTensor> = {};
     for (const [name, t] of this.lowered.outputs) {
-      out[name] = t.dtype === "bfloat16" ? narrowToBf16(res[BF16_OUT(name)]!.data as Float32Array) : (res[name]!.data as HostArray);
+      const r = res[t.dtype === "bfloat16" ? BF16_OUT(name) : name]!;
+      if (r.location === "gpu-buffer") {
+        device[name] = new DeviceTensor(t.dtype, t.shape, r, undefined);
+        continue;
+      }
+      const data = t.dtype === "bfloat16" ? narrowToBf16(r.data as Float32Array) : (r.data as HostArray);
+      if (gpu) moved.toHost += data.byteLength;
+      if (this.keepOnDevice.has(name)) device[name] = new DeviceTensor(t.dtype, t.shape, undefined, data);
+      else host[name] = data;
     }
-    return out;
+    return { host, device };
   }
+}
+
+const bytesOf = (d: DType) => ({ float32: 4, float16: 2, bfloat16: 4, int64: 8, int32: 4, bool: 1, uint8: 1 })[d];
+
+const readers = new Map<string, Promise<ort.InferenceSession>>();
+
+/** A device tensor's values on the host (webgpu: one download, through a cached Identity session). */
+export async function readback(t: DeviceTensor): Promise<HostArray> {
+  if (!t.onDevice) return t.host!;
+  if (t.dtype === "bfloat16") throw new Error("readback: bfloat16 device tensors are not supported");
+  const key = `${t.dtype}:${t.shape.join("x")}`;
+  let s = readers.get(key);
+  if (!s) {
+    const info = (name: string) => ({ name, type: { tensorType: { elemType: onnxTypeCode(t.dtype) as never, shape: t.shape.map((d) => ({ dimValue: d })) } } });
+    const model = encodeModel({
+      irVersion: 8, opsetImport: [{ domain: "", version: 17 }], producerName: "patchdpo", producerVersion: "0.1.0",
+      graph: { name: "readback", node: [{ opType: "Identity", input: ["x"], output: ["y"], attribute: [] }], initializer: [], input: [info("x")], output: [info("y")], valueInfo: [] },
+    });
+    // Tensor.getData() on a gpu-buffer tensor aborts the process under Bun (onnxruntime-node 1.30);
+    // a run whose output is on the CPU downloads it instead.
+    s = ort.InferenceSession.create(model, { executionProviders: ["webgpu"] as never });
+    readers.set(key, s);
+  }
+  const out = (await (await s).run({ x: t.onDevice })).y!.data as HostArray;
+  moved.toHost += out.byteLength;
+  return out;
 }
 
 const cache = new Map<string, Promise<Compiled>>();
@@ -186,7 +273,12 @@ export async function compile(outputs: Record<string, Tensor>, opts: CompileOpti
     const st = statSync(f);
     return [f, st.ino, st.size, st.mtimeMs];
   });
-  const h = createHash("sha256").update(bytes).update(JSON.stringify([device, threads, optimization, opts.memArena ?? null, lowered.external.folder ?? null, [...lowered.external.links], weightIds]));
+  const keep = [...(opts.keepOnDevice ?? [])].sort();
+  for (const k of keep) {
+    if (!lowered.outputs.has(k)) throw new Error(`compile: keepOnDevice names "${k}", which is not an output (outputs: ${[...lowered.outputs.keys()].join(", ")})`);
+    if (lowered.outputs.get(k)!.dtype === "bfloat16") throw new Error(`compile: keepOnDevice output "${k}" is bfloat16, which crosses the session's edge as float32 (keep float32 state)`);
+  }
+  const h = createHash("sha256").update(bytes).update(JSON.stringify([device, threads, optimization, opts.memArena ?? null, lowered.external.folder ?? null, [...lowered.external.links], weightIds, keep]));
   const key = h.digest("hex");
   let p = cache.get(key);
   if (!p) {
@@ -199,8 +291,10 @@ export async function compile(outputs: Record<string, Tensor>, opts: CompileOpti
       // 0.45 s with it (most of the difference was page faults of freshly mapped buffers).
       const sessionOptions = ortOptions(device, threads, optimization, opts.memArena ?? !lowered.inputs.some((t) => t.trainable));
       if (folder) sessionOptions.extra = { session: { model_external_initializers_file_folder_path: folder } };
+      // Only the WebGPU provider can hand a tensor back on the device in Node.
+      if (device === "webgpu" && keep.length) sessionOptions.preferredOutputLocation = Object.fromEntries(keep.map((k) => [k, "gpu-buffer"])) as never;
       try {
-        return new Compiled(await ort.InferenceSession.create(bytes, sessionOptions), lowered, key);
+        return new Compiled(await ort.InferenceSession.create(bytes, sessionOptions), lowered, key, device, new Set(keep));
       } catch (e) {
         throw new Error(`ONNX Runtime could not create a session on ${device}: ${(e as Error).message}`);
       }
