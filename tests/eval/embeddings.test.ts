@@ -164,7 +164,7 @@ describe("embedding cache", () => {
 describe.skipIf(!HAVE_DREAMBENCH)("feature score sanity on the DreamBench photos", () => {
   // Photo 00 of each subject against the subject's other photos ("own") and another subject's photo
   // 00. Chance: 0.5 of comparisons won, 0.1 of subjects beating all nine others. Measured (DINO
-  // protocol): raw mobilenet_v2 83/90 won, 7/10 beat all; the shipped default 82/90, 6/10 (on 10
+  // protocol): raw mobilenet_v2 83/90 won, 7/10 beat all; the shipped default 82/90, 7/10 (6/10 after 300 steps: on 10
   // subjects one subject is the noise: a plain 224 px resize instead reads 81/90 5/10 raw and
   // 77/90 7/10 shipped). Thresholds: far above chance, one subject of slack below the lower one.
   for (const spec of [RAW_ENCODER, "default"]) {
