@@ -6,6 +6,7 @@
 //   mpirun -np 2 bun scripts/dpo-epoch.ts ...        (as root: OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1)
 //   srun --mpi=pmix -n 8 bun scripts/dpo-epoch.ts ...
 
+import { UserError } from "../io/errors.ts";
 import { type Launch, launchFromEnv } from "./launcher.ts";
 import { Mpi } from "./mpi.ts";
 
@@ -36,7 +37,7 @@ export function world(): World {
   const mpi = new Mpi();
   process.on("exit", (code) => mpi.end(code));
   if (launch.size !== undefined && (mpi.size !== launch.size || mpi.rank !== launch.rank)) {
-    throw new Error(
+    throw new UserError(
       `the launcher (${launch.launcher}) started this process as rank ${launch.rank} of ${launch.size}, but Open MPI sees rank ${mpi.rank} of ${mpi.size}: ` +
         "libmpi did not join the launcher's job. Under Slurm launch with srun --mpi=pmix (srun --mpi=list shows what this cluster has), or use Open MPI's own mpirun.",
     );

@@ -8,6 +8,7 @@
 // `.ptr` is the address. MPI_IN_PLACE is `(void *) 1`, MPI_STATUS_IGNORE is NULL.
 
 import { dlopen, FFIType, type Pointer, ptr } from "bun:ffi";
+import { UserError } from "../io/errors.ts";
 
 const SYMBOLS = {
   MPI_Init: { args: [FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
@@ -59,7 +60,7 @@ export class Mpi {
       }
     }
     if (!lib) {
-      throw new Error(
+      throw new UserError(
         `this process was launched as part of a parallel job, but Open MPI's libmpi could not be loaded (${errors.join("; ")}). ` +
           "Install Open MPI (Debian: apt-get install openmpi-bin libopenmpi3) or point PATCHDPO_LIBMPI at libmpi.so.40; other MPIs (MPICH) have another ABI.",
       );

@@ -5,7 +5,7 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { join } from "node:path";
 import { allReduceMean, allReduceMeanGrads, barrier, broadcast, checkSame, launchFromEnv, mpiStarted, shareOf, world } from "../../lib/dist/index.ts";
-import { MPIRUN, NO_MPIRUN, mpirun, runJob } from "./helpers.ts";
+import { MPIRUN, MPI_ENV, NO_MPIRUN, mpirun, runJob } from "./helpers.ts";
 
 setDefaultTimeout(120_000);
 
@@ -80,6 +80,11 @@ describe.skipIf(!MPIRUN)("under mpirun -np 2", () => {
     }
     expect(rows[0].share).toEqual({ start: 0, end: 3 });
     expect(rows[1].share).toEqual({ start: 3, end: 6 });
+  });
+  test("a launch that libmpi does not join (srun without --mpi=pmix) is refused by name", async () => {
+    const r = await runJob([process.execPath, WORKER], 60_000, { ...MPI_ENV, OMPI_COMM_WORLD_RANK: "0", OMPI_COMM_WORLD_SIZE: "2" });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("started this process as rank 0 of 2, but Open MPI sees rank 0 of 1");
   });
   test("one rank failing ends the job with an error, not a hang", async () => {
     const r = await runJob(mpirun(2, [process.execPath, WORKER, "fail"]), 60_000);
