@@ -1,6 +1,6 @@
 // Data-parallel training (issue 15): `mpirun -np 2` gives the same weights as one process with the
 // same global batch, within float tolerance, for dpo-epoch (patch-dpo on a tiny random-weight SD +
-// IP-Adapter, 3 steps of 2 micro-batches) and finetune-encoder (InfoNCE, 3 steps of 2
+// IP-Adapter, 3 steps of 2 micro-batches, and 2 steps of 4 micro-batches, 2 per rank) and finetune-encoder (InfoNCE, 3 steps of 2
 // micro-batches); rank 0 alone writes the log and run.json; an epoch stopped under 2 ranks resumes
 // in one process and ends where the uninterrupted run does; a rank count that does not divide
 // --grad-accum is refused. Skipped with a line when mpirun is absent (CI installs Open MPI).
@@ -95,6 +95,21 @@ describe.skipIf(!MPIRUN)("data-parallel training under mpirun -np 2", () => {
     const d = maxDiff(epochFile(runPaths(one), 1), epochFile(runPaths(mixed), 1));
     console.log(`dpo-epoch resume 2 ranks -> 1: max |w1 - w| = ${d.max.toExponential(2)}`);
     expect(d.max).toBeLessThanOrEqual(1e-5 * Math.max(1, d.scale));
+  });
+
+  test("dpo-epoch: 2 micro-batches per rank (--grad-accum 4) agree with one process within float tolerance", async () => {
+    const one = copy("dpo4-1"), two = copy("dpo4-2");
+    await dpoOne(one, { gradAccum: 4 });
+    const r = await dpoTwo(two, ["--grad-accum", "4"]);
+    expect(r.code, r.stderr).toBe(0);
+    const d = maxDiff(epochFile(runPaths(one), 1), epochFile(runPaths(two), 1));
+    console.log(`dpo-epoch parity, 4 micro-batches over 2 ranks: max |w1 - w2| = ${d.max.toExponential(2)} (largest |w| ${d.scale.toFixed(3)})`);
+    expect(d.max).toBeLessThanOrEqual(1e-5 * Math.max(1, d.scale));
+    const [l1, l2] = [await readJsonlAll(runPaths(one).trainLog, TrainLogRow), await readJsonlAll(runPaths(two).trainLog, TrainLogRow)];
+    expect(l2.length).toBe(2); // 6 pairs, 4 per step
+    l1.forEach((x, i) => {
+      for (const k of ["loss", "gradNorm", "mse", "implicitAcc"] as const) expect(Math.abs(l2[i]![k]! - x[k]!)).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(x[k]!)));
+    });
   });
 
   test("a rank count that does not divide --grad-accum is refused before anything runs", async () => {
