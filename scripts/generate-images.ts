@@ -236,6 +236,8 @@ async function generate(o: GenerateOptions, root: string): Promise<{ generated: 
       }
     }
     bar.done();
+    // A shard with no items still leaves its (empty) manifest, so --merge sees that it finished.
+    if (!existsSync(target)) await writeJsonl(target, []);
     if (o.force) await stage.commit([], [rel(manifest), rel(settingsPath(manifest))]);
     return { generated: todo.length, skipped: mine.length - todo.length, manifest };
   });

@@ -229,6 +229,8 @@ async function score(o: ScoreOptions, outDir: string): Promise<{ scored: number;
       for (const f of seen.keys()) if (seen.size > CACHED_IMAGES) seen.delete(f); // oldest first
     }
     bar.done();
+    // A shard with no pairs still leaves its (empty) manifest, so --merge sees that it finished.
+    if (!existsSync(target)) await writeJsonl(target, []);
     if (o.force) await stage.commit([], [relOf(manifest), relOf(settingsPath(manifest))]);
     return { scored: todo.length, skipped: mine.length - todo.length, manifest };
   });

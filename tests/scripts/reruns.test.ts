@@ -213,6 +213,18 @@ describe("3. --merge refuses incomplete or duplicated shards; a shard cannot run
     expect(await mergeGenerations(dir, "personalized", 2)).toBe(4);
   });
 
+  test("generate-images: more shards than images, the empty shards leave empty manifests and the merge goes through", async () => {
+    const dir = copy("merge-gen-empty");
+    rmSync(join(dir, "generations.jsonl"));
+    const g = { run: dir, mode: "personalized" as const, model: "tinyworld", width: SIZE, height: SIZE, perReference: 2 };
+    const count = 12; // 4 images over 12 shards
+    for (let index = 0; index < count; index++) {
+      const r = await generate({ ...g, shard: { index, count } });
+      expect(existsSync(r.manifest)).toBe(true);
+    }
+    expect(await mergeGenerations(dir, "personalized", count)).toBe(4);
+  });
+
   test("score-patches: an incomplete shard is named; a complete set merges", async () => {
     const dir = copy("merge-score");
     rmSync(join(dir, "patch-scores.jsonl"));

@@ -565,6 +565,19 @@ describe("resume, --force, --shard + merge", () => {
     for (const bad of [0, Number.NaN, 1.5]) await expectRejects(merge(dir, bad), UsageError, "--merge");
     expect((await readJsonlAll(join(dir, "patch-scores.jsonl"), PatchScoreRow)).length).toBe(3);
   });
+
+  test("more shards than pairs: an empty shard leaves an empty manifest and the merge goes through", async () => {
+    const dir = await makeRun("many-shards", ids);
+    const count = 8; // 3 pairs over 8 shards: most shards get none
+    let scored = 0;
+    for (let index = 0; index < count; index++) {
+      const r = await run(await options({ run: dir, shard: { index, count } }));
+      expect(existsSync(r.manifest)).toBe(true);
+      scored += r.scored;
+    }
+    expect(scored).toBe(3);
+    expect(await merge(dir, count)).toBe(3);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------
