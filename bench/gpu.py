@@ -33,36 +33,73 @@ def import_diffusers():
     return diffusers
 
 
-def read_safetensors(path):
+def read_safetensors(path, with_meta=False):
+    """name -> tensor, all views on one bytearray holding the file (no copy); with_meta: also the
+    file's __metadata__ dict, as (tensors, metadata)."""
     import torch
-    dtypes = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+    dtypes = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64, "I64": torch.int64}
     with open(path, "rb") as f:
         buf = bytearray(os.fstat(f.fileno()).st_size)
         f.readinto(buf)
     (n,) = struct.unpack("<Q", buf[:8])
     header = json.loads(buf[8:8 + n].decode("utf8"))
-    header.pop("__metadata__", None)
+    meta = header.pop("__metadata__", {})
     out = {}
     for name, info in header.items():
         dt = dtypes[info["dtype"]]
         begin, end = info["data_offsets"]
         count = (end - begin) // torch.tensor([], dtype=dt).element_size()
         out[name] = torch.frombuffer(buf, dtype=dt, count=count, offset=8 + n + begin).reshape(info["shape"])
-    return out
+    return (out, meta) if with_meta else out
 
 
-def build_unet(cfg, weights, ip_tokens, device, dtype):
-    import torch
+def set_ip_processors(unet, ip_tokens, scale=1.0):
+    """IPAdapterAttnProcessor2_0 (IPAdapterAttnProcessor on torch < 2) in every attn2 of `unet`."""
     import torch.nn.functional as F
-    from diffusers import UNet2DConditionModel
     from diffusers.models import attention_processor as ap
-    unet = UNet2DConditionModel.from_config(cfg)
     proc = ap.IPAdapterAttnProcessor2_0 if hasattr(F, "scaled_dot_product_attention") else ap.IPAdapterAttnProcessor
     for name, m in unet.named_modules():
         if isinstance(m, ap.Attention) and name.split(".")[-1] == "attn2":
-            m.set_processor(proc(hidden_size=m.to_q.out_features, cross_attention_dim=m.to_k.in_features, num_tokens=(ip_tokens,), scale=1.0))
-    unet.load_state_dict(weights, strict=True)
-    return unet.to(device=device, dtype=dtype).eval()
+            m.set_processor(proc(hidden_size=m.to_q.out_features, cross_attention_dim=m.to_k.in_features, num_tokens=(ip_tokens,), scale=scale))
+    return unet
+
+
+def build_unet(cfg, weights, ip_tokens, device, dtype, in_place=False):
+    """diffusers' UNet2DConditionModel of `cfg` with IP-Adapter attention (ip_tokens tokens, scale 1)
+    in every attn2, or diffusers' default processors when ip_tokens is None, holding `weights`
+    (diffusers state-dict names, all of them and nothing else). in_place: the model is built on the
+    meta device (no random init) and its parameters are the given tensors themselves, frozen (no
+    copy: a 3.4 GB file read once stays the only copy); for inference on the device and dtype the
+    tensors already have."""
+    from diffusers import UNet2DConditionModel
+    if not in_place:
+        unet = UNet2DConditionModel.from_config(cfg)
+        if ip_tokens is not None:
+            set_ip_processors(unet, ip_tokens)
+        unet.load_state_dict(weights, strict=True)
+        return unet.to(device=device, dtype=dtype).eval()
+    import torch
+    sys.path.insert(0, os.path.join(HERE, "parity"))
+    import upstream
+    with upstream.empty_weights():
+        unet = UNet2DConditionModel.from_config(cfg)
+        if ip_tokens is not None:
+            set_ip_processors(unet, ip_tokens)
+    names = {n for n, _ in unet.named_parameters()}
+    if names != set(weights):
+        raise SystemExit(f"weights differ from the model's: missing {sorted(names - set(weights))[:5]}, unexpected {sorted(set(weights) - names)[:5]}")
+    for mname, mod in unet.named_modules():
+        for pname, p in list(mod._parameters.items()):
+            if p is None:
+                continue
+            w = weights[f"{mname}.{pname}" if mname else pname]
+            if tuple(w.shape) != tuple(p.shape) or w.dtype != dtype or w.device != torch.device(device):
+                raise SystemExit(f"{mname}.{pname}: file {tuple(w.shape)} {w.dtype} {w.device}, model {tuple(p.shape)} {dtype} {device}")
+            mod._parameters[pname] = torch.nn.Parameter(w, requires_grad=False)
+    meta = [n for n, b in unet.named_buffers() if b.is_meta]
+    if meta:
+        raise SystemExit(f"buffers left on the meta device: {meta[:5]}")
+    return unet.eval()
 
 
 def patch_dpo(pred, ref_pred, target, q_ref, q_gen, beta=5000.0, lam=1.0):

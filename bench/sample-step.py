@@ -1,62 +1,30 @@
 # Reference: ONE sampling step of an SD 1.5-shaped UNet with classifier-free guidance in PyTorch
 # eager float32 (torch.inference_mode): the UNet on batch 2 ([uncond; cond]) at 64x64 latents,
-# context [2, 77, 768], then uncond + s * (cond - uncond). The architecture is the functional
-# diffusers transcription of bench/parity/make_unet_fixtures.py (`unet`, plain softmax(QK^T)V
-# attention as diffusers' AttnProcessor does on torch 1.x), run on float32 weights loaded from the
-# same safetensors file as ours (bench/out/sd15-unet-random.safetensors, written by
-# bench/sample-step.ts). When bench/out/sample-step-io.safetensors (ours' fixed input and output)
-# exists, the reference uses that input and reports the max abs difference on stderr.
-import argparse, json, math, os, resource, statistics, struct, sys, time
+# context [2, 77, 768], then uncond + s * (cond - uncond). The model is diffusers' own
+# UNet2DConditionModel (the pinned v0.31.0 tree of bench/parity/.upstream unless diffusers is
+# installed; built by bench/gpu.py's build_unet) with its default attention processor (AttnProcessor
+# on torch 1.x: softmax(QK^T)V; AttnProcessor2_0's scaled_dot_product_attention on torch 2), run on
+# the float32 weights of the same safetensors file as ours (bench/out/sd15-unet-random.safetensors,
+# written by bench/sample-step.ts), bound in place (no second copy of the 3.4 GB). When
+# bench/out/sample-step-io.safetensors (ours' fixed input and output) exists, the reference uses that
+# input and reports the max abs difference on stderr.
+# Until 2026-11-30 the reference ran a functional transcription (plain softmax(QK^T)V); diffusers'
+# AttnProcessor on torch 1.x computes the scores with torch.baddbmm on a torch.empty input (beta 0),
+# which here also copies and zero-fills each [16, 4096, 4096] score tensor of the 64x64 self-attentions
+# (aten::copy_ + aten::fill_ in torch.profiler), so PyTorch times from before and after differ for that
+# reason too.
+import argparse, json, os, resource, statistics, sys, time
 
 import torch
-import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(HERE, "parity"))
-import make_unet_fixtures as mk  # noqa: E402  (main() is guarded)
+sys.path.insert(0, HERE)
+import gpu  # noqa: E402  (bench/gpu.py: import_diffusers, read_safetensors, build_unet)
 
 WEIGHTS = os.path.join(REPO, "bench", "out", "sd15-unet-random.safetensors")
 IO = os.path.join(REPO, "bench", "out", "sample-step-io.safetensors")
 CONFIG = os.path.join(REPO, "tests", "fixtures", "diffusers", "sd15-unet.config.json")
-DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64, "I64": torch.int64}
-
-
-def read_safetensors(path):
-    """name -> tensor, all views on one bytearray holding the file (8-byte length, JSON, data)."""
-    with open(path, "rb") as f:
-        buf = bytearray(os.fstat(f.fileno()).st_size)
-        f.readinto(buf)
-    (n,) = struct.unpack("<Q", buf[:8])
-    header = json.loads(buf[8:8 + n].decode("utf8"))
-    meta = header.pop("__metadata__", {})
-    out = {}
-    for name, info in header.items():
-        dt = DTYPES[info["dtype"]]
-        begin, end = info["data_offsets"]
-        count = (end - begin) // torch.tensor([], dtype=dt).element_size()
-        out[name] = torch.frombuffer(buf, dtype=dt, count=count, offset=8 + n + begin).reshape(info["shape"])
-    return out, meta
-
-
-class FileWeights(mk.Weights):
-    """The transcription's weight lookup on a dict of loaded tensors (shape-checked, never drawn)."""
-
-    def __init__(self, tensors):
-        super().__init__(None)
-        self.w = tensors
-
-    def __call__(self, name, *shape, kind="matrix"):
-        t = self.w.get(name)
-        if t is None:
-            raise KeyError(f"{WEIGHTS}: no tensor {name!r}")
-        if tuple(t.shape) != tuple(shape):
-            raise ValueError(f"{name}: file has {tuple(t.shape)}, the model expects {tuple(shape)}")
-        return t
-
-    def linear(self, name, x, out, bias=True):
-        # The transcription's timestep projection is float64; feed float32 to the float32 weights.
-        return super().linear(name, x.float(), out, bias)
 
 
 def main():
@@ -70,12 +38,12 @@ def main():
         cfg = json.load(f)
     if not os.path.exists(WEIGHTS):
         sys.exit(f"{WEIGHTS} is missing: run `bun bench/sample-step.ts` first (it writes the weights)")
-    tensors, _ = read_safetensors(WEIGHTS)
-    w = FileWeights(tensors)
+    gpu.import_diffusers()
+    unet = gpu.build_unet(cfg, gpu.read_safetensors(WEIGHTS), None, "cpu", torch.float32, in_place=True)
 
     ref = None
     if os.path.exists(IO):
-        io, meta = read_safetensors(IO)
+        io, meta = gpu.read_safetensors(IO, with_meta=True)
         sample, t, context = io["sample"], io["timestep"], io["encoder_hidden_states"]
         ref = io
         scale = float(meta.get("guidance_scale", a.scale))
@@ -88,7 +56,7 @@ def main():
         scale = a.scale
 
     def step():
-        pred = mk.unet(w, cfg, sample, t, context)
+        pred = unet(sample, t, encoder_hidden_states=context).sample
         uncond, cond = pred.chunk(2)
         return pred, uncond + scale * (cond - uncond)
 
