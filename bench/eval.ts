@@ -18,6 +18,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { featureEmbedder } from "../lib/eval/embeddings.ts";
+import { RAW_ENCODER } from "../lib/models/featurizer.ts";
 import { imageScore } from "../lib/eval/metrics.ts";
 import { type RgbImage, loadImage, resizeBicubic, writePng } from "../lib/io/images.ts";
 import { writeSafetensors } from "../lib/io/safetensors.ts";
@@ -59,7 +60,8 @@ if (import.meta.main) {
   for (let i = 0; i < N; i++) await writePng(join(INPUTS, `${i}.png`), gen[i]!);
   for (let j = 0; j < R; j++) await writePng(join(INPUTS, `real-${j}.png`), real[j]!);
 
-  const embedder = await featureEmbedder("default", { batch: N, threads });
+  // The raw MobileNetV2, as bench/eval.py loads it (the shipped default adds finetuned blocks 12-13).
+  const embedder = await featureEmbedder(RAW_ENCODER, { batch: N, threads });
   const refs = await embedder.embed(real); // untimed: cached embeddings in scripts/eval.ts
   const score = async () => {
     const e = await embedder.embed(gen);
