@@ -46,6 +46,10 @@ for (let r = 0; r < Number(values.rounds); r++) {
   ours.push(runSide(["bun", `bench/${name}.ts`, ...args]));
   ref.push(runSide([python, `bench/${name}.py`, ...args]));
   console.log(`round ${r + 1}: ours ${ours.at(-1)!.seconds.toFixed(4)} s, pytorch ${ref.at(-1)!.seconds.toFixed(4)} s`);
+  for (const [who, x] of [["ours", ours.at(-1)!], ["pytorch", ref.at(-1)!]] as const) {
+    const extra = Object.entries(x).filter(([k]) => k !== "seconds" && k !== "peakRssMB" && k !== "gflops");
+    if (extra.length) console.log(`  ${who}: ${extra.map(([k, v]) => `${k}=${typeof v === "number" ? v.toPrecision(5) : v}`).join(" ")}`);
+  }
 }
 const oursS = median(ours.map((x) => x.seconds));
 const refS = median(ref.map((x) => x.seconds));
@@ -56,8 +60,13 @@ const memory = oursMem / refMem;
 const gflops = ours[0]!.gflops;
 const cpu = cpus()[0]?.model ?? "unknown CPU";
 const command = `make bench-${name}  # = bun bench/run.ts ${name} --rounds ${values.rounds} --threads ${threads} --iters ${values.iters}`;
+// Extra numeric fields both sides report (e.g. dpo-step's mseSeconds), as medians.
+const both = Object.keys(ours[0]!).filter((k) => !["seconds", "peakRssMB", "gflops"].includes(k) && typeof ours[0]![k] === "number" && typeof ref[0]![k] === "number" && !/loss/i.test(k));
+const extras = both.map((k) => `${k} ours ${median(ours.map((x) => x[k] as number)).toPrecision(4)} / ref ${median(ref.map((x) => x[k] as number)).toPrecision(4)}`);
+const oursOnly = Object.keys(ours[0]!).filter((k) => /share/i.test(k) && typeof ours[0]![k] === "number").map((k) => `ours ${k} ${median(ours.map((x) => x[k] as number)).toFixed(3)}`);
+const load = `load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`;
 const util = gflops ? ` | ours ${(gflops / oursS).toFixed(1)} GFLOP/s, PyTorch ${(gflops / refS).toFixed(1)} GFLOP/s` : "";
-const line = `| ${new Date().toISOString().slice(0, 16)} | ${name} | ${oursS.toFixed(4)} s | ${refS.toFixed(4)} s | **${speed.toFixed(2)}x** | ${oursMem.toFixed(0)} MB / ${refMem.toFixed(0)} MB = ${memory.toFixed(2)}${util} | ${threads} threads, ${cpus().length}x ${cpu} | \`${command}\` |\n`;
+const line = `| ${new Date().toISOString().slice(0, 16)} | ${name} | ${oursS.toFixed(4)} s | ${refS.toFixed(4)} s | **${speed.toFixed(2)}x** | ${oursMem.toFixed(0)} MB / ${refMem.toFixed(0)} MB = ${memory.toFixed(2)}${util} | ${threads} threads, ${cpus().length}x ${cpu}, ${load}${[...extras, ...oursOnly].map((e) => `; ${e}`).join("")} | \`${command}\` |\n`;
 if (!values["no-record"]) {
   const path = "bench/RESULTS.md";
   if (!existsSync(path) || !readFileSync(path, "utf8").includes("| date |")) {
@@ -65,4 +74,5 @@ if (!values["no-record"]) {
   }
   appendFileSync(path, line);
 }
+for (const e of [...extras, ...oursOnly, load]) console.log(e);
 console.log(`ratio ${name} speed=${speed.toFixed(3)} memory=${memory.toFixed(3)}`);

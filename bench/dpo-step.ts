@@ -1,0 +1,191 @@
+// Ours: ONE patch-dpo training step of an SD 1.5-sized UNet (the real 859.5M-parameter layout,
+// random weights) with IP-Adapter-Plus attention (16 image tokens into every attn2, ip scale 1) on
+// 1 pair at 32x32 latents (256 px): the frozen reference twin's forward on both images, the trained
+// model's forward and backward on both images to its to_k_ip / to_v_ip (what `dpo-epoch --train ip`,
+// the default, trains: 19.2M values), the patch-dpo loss (beta 5000, lambda 1), AdamW (lr 1e-5,
+// weight decay 0.01) on the host. Text context and image tokens are given (the frozen encoders and
+// the Resampler are not part of the step), as in bench/gpu.ts's dpo task.
+// Weights: the frozen UNet is bench/sample-step.ts's bench/out/sd15-unet-random.safetensors (3.4 GB,
+// written by it when missing), read in place as external data; the IP projections (initWeights
+// scales, seed 2) are a small second file, bench/out/dpo-step-ip.safetensors. The reference
+// (bench/dpo-step.py) loads the same two files and the inputs written to bench/out/dpo-step-io.safetensors.
+// Timed: the whole step (both session runs, feeds, the outputs' copies, AdamW); compiling is not.
+// Also measured: the share of the step spent outside ONNX Runtime's session.run (host side: feeds,
+// output copies, AdamW), and the `mse` step (the trained model forward and backward on the same
+// 2 rows, no twin) in a child process of its own (--objective mse), so that each has its own peak RSS.
+// Prints one JSON line for bench/run.ts.
+//   --latent <n>: latent size (default 32); --objective patch-dpo|mse; --mse-iters <n> (0: skip mse).
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import * as G from "../lib/graph/index.ts";
+import type { Tensor } from "../lib/graph/index.ts";
+import { openSafetensors, writeSafetensors } from "../lib/io/safetensors.ts";
+import { unetConfigFromJson, unetForward, unetParamShapes } from "../lib/models/unet.ts";
+import { initWeights } from "../lib/nn/init.ts";
+import { Params, SafetensorsSource } from "../lib/nn/params.ts";
+import { Rng } from "../lib/rng.ts";
+import { AdamW } from "../lib/train/adamw.ts";
+import { objective } from "../lib/train/objectives.ts";
+import { median } from "./timing.ts";
+
+const { values } = parseArgs({
+  options: {
+    threads: { type: "string", default: "2" }, iters: { type: "string", default: "2" },
+    latent: { type: "string", default: "32" }, objective: { type: "string", default: "patch-dpo" },
+    "mse-iters": { type: "string", default: "1" },
+  },
+});
+const threads = Number(values.threads);
+const iters = Number(values.iters);
+const h = Number(values.latent);
+const kind = values.objective === "mse" ? "mse" : "patch-dpo";
+const R = 2, L = 77, IP_TOKENS = 16;
+const WEIGHTS = "bench/out/sd15-unet-random.safetensors";
+const IP_WEIGHTS = "bench/out/dpo-step-ip.safetensors";
+const IO = "bench/out/dpo-step-io.safetensors";
+
+const config = unetConfigFromJson(JSON.parse(readFileSync("tests/fixtures/diffusers/sd15-unet.config.json", "utf8")));
+const D = config.crossAttentionDim[0]!;
+const C = config.inChannels;
+const isIp = (n: string) => n.includes(".processor.to_k_ip.") || n.includes(".processor.to_v_ip.");
+const ipShapes = new Map([...unetParamShapes(config, { ipAdapter: true })].filter(([n]) => isIp(n)));
+
+if (!existsSync(WEIGHTS)) {
+  const p = Bun.spawnSync(["bun", "bench/sample-step.ts", "--iters", "0"], { stdout: "inherit", stderr: "inherit" });
+  if (!existsSync(WEIGHTS)) throw new Error(`${WEIGHTS} is missing and bench/sample-step.ts did not write it (exit ${p.exitCode})`);
+}
+function ipReady(): boolean {
+  try {
+    const f = openSafetensors(IP_WEIGHTS);
+    return f.names().length === ipShapes.size && [...ipShapes].every(([n, s]) => f.has(n) && f.info(n).shape.join() === s.join());
+  } catch {
+    return false;
+  }
+}
+if (!ipReady()) {
+  mkdirSync(dirname(IP_WEIGHTS), { recursive: true });
+  const src = initWeights(ipShapes, 2, 1, "random IP-Adapter projections");
+  await writeSafetensors(IP_WEIGHTS, Object.fromEntries([...src.tensors].map(([n, t]) => [n, { dtype: "F32" as const, shape: t.shape, data: t.data }])),
+    { description: "random to_k_ip / to_v_ip (initWeights seed 2) for bench/dpo-step" });
+}
+const source = new SafetensorsSource([resolve(WEIGHTS), resolve(IP_WEIGHTS)]);
+
+// ---------------------------------------------------------------- graphs
+function build(training: boolean) {
+  const g = new G.Graph();
+  const p = new Params(g, source, { trainable: isIp });
+  const pred = unetForward(p, config, {
+    sample: g.input("noisy", [R, C, h, h]), timestep: g.input("timestep", [R]),
+    encoderHiddenStates: g.input("encoder_hidden_states", [R, L, D]), ipTokens: g.input("ip_tokens", [R, IP_TOKENS, D]), ipScale: 1,
+  });
+  if (!training) return { g, outputs: { pred } as Record<string, Tensor>, trainables: p.trainable };
+  const q = (name: string) => g.input(name, [1, h, h]);
+  const o = objective(kind, { pred, target: g.input("target", [R, C, h, h]), qRef: q("q_ref"), qGen: q("q_gen"), refPred: kind === "patch-dpo" ? g.input("ref_pred", [R, C, h, h]) : undefined }, { beta: 5000, lambda: 1 });
+  const names = [...p.trainable.keys()];
+  const grads = G.grad(o.loss, names.map((n) => p.trainable.get(n)!));
+  const outputs: Record<string, Tensor> = { loss: o.loss };
+  names.forEach((n, i) => (outputs[`grad:${n}`] = grads[i]!));
+  return { g, outputs, trainables: p.trainable };
+}
+
+/** FLOPs (2 x MACs) of the Conv / ConvTranspose / MatMul / Gemm nodes of a graph; the rest is small. */
+function flops(g: G.Graph): number {
+  let f = 0;
+  for (const n of g.nodes) {
+    const y = n.outputs[0]!;
+    if (n.op === "Conv") {
+      const w = n.inputs[1]!.shape;
+      f += 2 * y.size * w[1]! * w[2]! * w[3]!;
+    } else if (n.op === "ConvTranspose") {
+      const w = n.inputs[1]!.shape; // [I, O/group, kh, kw]
+      f += 2 * n.inputs[0]!.size * w[1]! * w[2]! * w[3]!;
+    } else if (n.op === "MatMul" || n.op === "Gemm") {
+      const a = n.inputs[0]!.shape;
+      const k = n.op === "Gemm" && n.attrs.transA?.kind === "int" && n.attrs.transA.value ? a[0]! : a[a.length - 1]!;
+      f += 2 * y.size * k;
+    }
+  }
+  return f;
+}
+
+const train = build(true);
+const ref = kind === "patch-dpo" ? build(false) : null;
+const trainC = await G.compile(train.outputs, { threads });
+const refC = ref ? await G.compile(ref.outputs, { threads }) : null;
+const stepFlops = flops(train.g) + (ref ? flops(ref.g) : 0);
+
+// Time inside ONNX Runtime's session.run (the rest of a step is host-side work).
+let inSession = 0;
+for (const c of [trainC, refC]) {
+  if (!c) continue;
+  const s = c.session as unknown as { run: (...a: unknown[]) => Promise<unknown> };
+  const orig = s.run.bind(s);
+  s.run = async (...a: unknown[]) => {
+    const t0 = performance.now();
+    try {
+      return await orig(...a);
+    } finally {
+      inSession += performance.now() - t0;
+    }
+  };
+}
+
+// ---------------------------------------------------------------- inputs (fixed; PyTorch reads them)
+const rng = new Rng(1);
+const x = {
+  noisy: rng.normals(R * C * h * h), timestep: new Float32Array(R).fill(601),
+  encoder_hidden_states: rng.normals(R * L * D), ip_tokens: rng.normals(R * IP_TOKENS * D), target: rng.normals(R * C * h * h),
+  q_ref: new Float32Array(h * h).map((_, i) => 0.5 + 0.4 * Math.sin(i)), q_gen: new Float32Array(h * h).map((_, i) => 0.5 + 0.4 * Math.cos(i)),
+};
+
+const initial = new Map([...train.trainables.keys()].map((n) => [n, source.float32(n)]));
+const weights = new Map([...initial].map(([n, v]) => [n, Float32Array.from(v)]));
+const frozenIp = Object.fromEntries(initial);
+const opt = new AdamW({ lr: 1e-5, weightDecay: 0.01 });
+const common = { noisy: x.noisy, timestep: x.timestep, encoder_hidden_states: x.encoder_hidden_states, ip_tokens: x.ip_tokens };
+
+async function step(): Promise<number> {
+  const extra: Record<string, Float32Array> = {};
+  if (refC) extra.ref_pred = (await refC.run({ ...common, ...frozenIp })).pred as Float32Array;
+  const r = await trainC.run({ ...common, ...Object.fromEntries(weights), target: x.target, q_ref: x.q_ref, q_gen: x.q_gen, ...extra });
+  const grads = new Map([...weights.keys()].map((n) => [n, r[`grad:${n}`] as Float32Array]));
+  opt.step(weights, grads);
+  return (r.loss as Float32Array)[0]!;
+}
+
+const losses: number[] = [];
+losses.push(await step()); // warm-up; the loss at the initial weights
+const times: number[] = [];
+let hostMs = 0, totalMs = 0;
+for (let i = 0; i < Math.max(1, iters); i++) {
+  inSession = 0;
+  const t0 = performance.now();
+  losses.push(await step()); // after i + 1 AdamW updates
+  const dt = performance.now() - t0;
+  times.push(dt / 1000);
+  totalMs += dt;
+  hostMs += dt - inSession;
+}
+if (kind === "patch-dpo") {
+  await writeSafetensors(IO, {
+    noisy: { dtype: "F32", shape: [R, C, h, h], data: x.noisy }, timestep: { dtype: "F32", shape: [R], data: x.timestep },
+    encoder_hidden_states: { dtype: "F32", shape: [R, L, D], data: x.encoder_hidden_states }, ip_tokens: { dtype: "F32", shape: [R, IP_TOKENS, D], data: x.ip_tokens },
+    target: { dtype: "F32", shape: [R, C, h, h], data: x.target }, q_ref: { dtype: "F32", shape: [1, h, h], data: x.q_ref }, q_gen: { dtype: "F32", shape: [1, h, h], data: x.q_gen },
+    losses: { dtype: "F32", shape: [losses.length], data: Float32Array.from(losses) },
+  }, { latent: String(h) });
+}
+const result: Record<string, unknown> = {
+  seconds: median(times), peakRssMB: process.resourceUsage().maxRSS / 1024, gflops: stepFlops / 1e9,
+  loss0: losses[0], loss1: losses[1], hostShare: hostMs / totalMs, latent: h,
+};
+const mseIters = Number(values["mse-iters"]);
+if (kind === "patch-dpo" && mseIters > 0) {
+  await trainC.session.release();
+  await refC?.session.release();
+  const p = Bun.spawnSync(["bun", "bench/dpo-step.ts", "--objective", "mse", "--threads", String(threads), "--iters", String(mseIters), "--latent", String(h)], { stdout: "pipe", stderr: "inherit" });
+  if (p.exitCode !== 0) throw new Error(`the mse step failed (exit ${p.exitCode})`);
+  const m = JSON.parse(p.stdout.toString().trim().split("\n").pop()!) as Record<string, number>;
+  Object.assign(result, { mseSeconds: m.seconds, msePeakRssMB: m.peakRssMB, mseLoss0: m.loss0, mseHostShare: m.hostShare });
+}
+console.log(JSON.stringify(result));
