@@ -145,10 +145,12 @@ const frozenIp = Object.fromEntries(initial);
 const opt = new AdamW({ lr: 1e-5, weightDecay: 0.01 });
 const common = { noisy: x.noisy, timestep: x.timestep, encoder_hidden_states: x.encoder_hidden_states, ip_tokens: x.ip_tokens };
 
+const trainInputs = trainC.inputs.map((i) => i.name);
 async function step(): Promise<number> {
   const extra: Record<string, Float32Array> = {};
   if (refC) extra.ref_pred = (await refC.run({ ...common, ...frozenIp })).pred as Float32Array;
-  const r = await trainC.run({ ...common, ...Object.fromEntries(weights), target: x.target, q_ref: x.q_ref, q_gen: x.q_gen, ...extra });
+  const all: Record<string, Float32Array> = { ...common, ...Object.fromEntries(weights), target: x.target, q_ref: x.q_ref, q_gen: x.q_gen, ...extra };
+  const r = await trainC.run(Object.fromEntries(trainInputs.map((n) => [n, all[n]!]))); // mse's graph has no q maps
   const grads = new Map([...weights.keys()].map((n) => [n, r[`grad:${n}`] as Float32Array]));
   opt.step(weights, grads);
   return (r.loss as Float32Array)[0]!;
