@@ -118,7 +118,7 @@ export function loadVitFolder(dir: string): GraphEncoder {
   return { encoder, source };
 }
 
-/** The shipped patch encoder behind `--encoder default` (made by `make patch-encoder`; recipe.json says how). */
+/** The shipped patch encoder behind `--encoder default` (remade by `make patch-encoder`; its state.json records every setting). */
 export const DEFAULT_PATCH_ENCODER = resolve(import.meta.dir, "../../checkpoints/patch-encoder");
 /** The raw, pretrained encoder's name: one flag away from the default (`--encoder mobilenet_v2`). */
 export const RAW_ENCODER = "mobilenet_v2";
