@@ -28,6 +28,7 @@ import { run as judge } from "../../scripts/judge.ts";
 import { run as score, merge as mergeScores } from "../../scripts/score-patches.ts";
 import { run as synthesize } from "../../scripts/synthesize-prompts.ts";
 import { SIZE, copyRun, snapshot, tinyModel, tinyRun } from "./helpers/tiny-run.ts";
+import { expectRejects as rejects } from "../helpers/rejects.ts";
 
 const REPO = resolve(import.meta.dir, "../..");
 let root: string;
@@ -57,17 +58,6 @@ const scoreOpts = { encoder: "mobilenet_v2", latentGrid: SIZE / 2, threads: 1, b
 const dpo = (dir: string, o: Partial<DpoEpochInput> = {}): DpoEpochInput => ({
   run: dir, model, ipAdapter: ip, imageEncoder: "mobilenet_v2", batch: 1, maxSteps: 2, lr: 1e-3, threads: 1, saveEvery: 1, ...o,
 });
-const rejects = async (p: Promise<unknown>, cls: typeof UserError, ...parts: (string | RegExp)[]) => {
-  let err: unknown;
-  try {
-    await p;
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(cls);
-  for (const part of parts) expect((err as Error).message).toMatch(part);
-  return err as Error;
-};
 
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "patchdpo-reruns-"));

@@ -23,6 +23,7 @@ import { PatchScoreRow } from "../../lib/io/schemas.ts";
 import { type Featurizer, RAW_ENCODER, loadFeaturizer } from "../../lib/models/featurizer.ts";
 import { type Localization as PatchLocalization, PASTE_REGION as REGION, localization as localize, pasteRegion } from "../../lib/patch/localization.ts";
 import { Rng } from "../../lib/rng.ts";
+import { expectRejects } from "../helpers/rejects.ts";
 import { DEFAULTS, type ScoreOptions, merge, run } from "../../scripts/score-patches.ts";
 
 const REPO = resolve(import.meta.dir, "../..");
@@ -381,17 +382,6 @@ async function makeRun(name: string, ids: string[]): Promise<string> {
   return dir;
 }
 
-async function expectRejects(p: Promise<unknown>, cls: abstract new (...args: never[]) => Error, ...parts: (string | RegExp)[]): Promise<Error> {
-  let err: unknown;
-  try {
-    await p;
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(cls);
-  for (const part of parts) expect((err as Error).message).toMatch(part);
-  return err as Error;
-}
 
 /** Every manifest line is a complete, valid row whose files exist. */
 async function expectCompleteRows(dir: string, manifest: string): Promise<PatchScoreRow[]> {
