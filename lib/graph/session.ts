@@ -213,6 +213,34 @@ export async function readback(t: DeviceTensor): Promise<HostArray> {
   return out;
 }
 
+const uploaders = new Map<string, Promise<ort.InferenceSession>>();
+
+/**
+ * Host values as a device tensor (webgpu: one upload, through a cached Identity session whose
+ * output stays in a gpu buffer), to be fed to several runs without crossing again: constant
+ * inputs such as patch-dpo's frozen reference weights, or a batch two graphs read. On other
+ * devices the host values themselves.
+ */
+export async function upload(values: HostArray, dtype: DType, shape: readonly number[], device: Device): Promise<DeviceTensor> {
+  if (values.length !== product(shape)) throw new Error(`upload: ${values.length} values for shape ${fmt(shape)}`);
+  if (device !== "webgpu") return new DeviceTensor(dtype, shape, undefined, values);
+  if (dtype === "bfloat16") throw new Error("upload: bfloat16 device tensors are not supported");
+  const key = `${dtype}:${shape.join("x")}`;
+  let s = uploaders.get(key);
+  if (!s) {
+    const info = (name: string) => ({ name, type: { tensorType: { elemType: onnxTypeCode(dtype) as never, shape: shape.map((d) => ({ dimValue: d })) } } });
+    const model = encodeModel({
+      irVersion: 8, opsetImport: [{ domain: "", version: 17 }], producerName: "patchdpo", producerVersion: "0.1.0",
+      graph: { name: "upload", node: [{ opType: "Identity", input: ["x"], output: ["y"], attribute: [] }], initializer: [], input: [info("x")], output: [info("y")], valueInfo: [] },
+    });
+    s = ort.InferenceSession.create(model, { executionProviders: ["webgpu"] as never, preferredOutputLocation: "gpu-buffer" });
+    uploaders.set(key, s);
+  }
+  const out = (await (await s).run({ x: new ort.Tensor(ORT_TYPE[dtype], values as never, [...shape]) })).y!;
+  moved.toDevice += values.byteLength;
+  return new DeviceTensor(dtype, shape, out, undefined);
+}
+
 const cache = new Map<string, Promise<Compiled>>();
 
 function providers(device: Device): string[] {

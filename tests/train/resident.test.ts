@@ -4,14 +4,18 @@
 //      float32 rounding (the host version computes in float64);
 //   b. on webgpu, the same steps agree with cpu, and the host transfers are counted: after the
 //      first step (which uploads the starting weights and zero moments) a step sends only the
-//      batch and three scalars and receives only the loss and logs; the weights cross once more
-//      when read back. The host-AdamW loop on webgpu, for contrast, moves weights and gradients
-//      every step.
+//      batch and three scalars and receives only the loss, logs, gradient norm and update flag;
+//      the weights cross once more when read back. The host-AdamW loop on webgpu, for contrast,
+//      moves weights and gradients every step;
+//   c. what the host loop does around AdamW, in the graph: global-norm clipping, the NaN/Inf
+//      guard (a step with a NaN batch leaves weights, moments and t alone) and gradient
+//      accumulation over micro-batches, against lib/train/adamw.ts's clipGradNorm, allFinite and
+//      GradAccumulator, on cpu and on webgpu.
 
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import * as G from "../../lib/graph/index.ts";
 import type { Device, Tensor } from "../../lib/graph/index.ts";
-import { AdamW } from "../../lib/train/adamw.ts";
+import { AdamW, GradAccumulator, allFinite, clipGradNorm } from "../../lib/train/adamw.ts";
 import { ResidentTrainer } from "../../lib/train/resident.ts";
 import { mulberry32 } from "../graph/reference.ts";
 import { NO_WEBGPU, expectClose, fmtDiff, noteWebgpuSkip, worst } from "../graph/webgpu-helpers.ts";
@@ -126,8 +130,9 @@ describe.skipIf(NO_WEBGPU !== null)("on webgpu", () => {
       ...[...cpu.weights].map(([n, w]) => expectClose(n, gpu.weights.get(n)!, w, 1e-4)),
     ]);
     // First step: batch + scalars + starting weights + zero moments up; loss and log back.
-    expect(gpu.perStep[0]).toEqual({ toDevice: batchBytes + 12 + 3 * paramBytes, toHost: 8 });
-    for (const p of gpu.perStep.slice(1)) expect(p).toEqual({ toDevice: batchBytes + 12, toHost: 8 });
+    // Down: loss, the one log, the gradient norm and the update flag (4 float32 values).
+    expect(gpu.perStep[0]).toEqual({ toDevice: batchBytes + 12 + 3 * paramBytes, toHost: 16 });
+    for (const p of gpu.perStep.slice(1)) expect(p).toEqual({ toDevice: batchBytes + 12, toHost: 16 });
     expect(gpu.readback).toBe(paramBytes);
     // The host-AdamW loop on the same device sends the weights and receives the gradients every step.
     const before = G.transferBytes();
@@ -140,4 +145,87 @@ describe.skipIf(NO_WEBGPU !== null)("on webgpu", () => {
         `host AdamW ${hostPerStep} up / ${(after.toHost - before.toHost) / STEPS} down (${paramBytes} bytes of weights)`,
     );
   });
+});
+
+// ---- c. clipping, the NaN/Inf guard and accumulation, against the host loop's helpers
+
+interface LoopOpts { clip: number; accum: number; nanStep: number; steps: number }
+const OPTS: LoopOpts = { clip: 0.05, accum: 2, nanStep: 1, steps: 4 };
+/** Micro-batch k of step s; step nanStep's second micro-batch holds a NaN. */
+const microBatch = (s: number, k: number, o: LoopOpts) => {
+  const b = batch(10 * s + k);
+  if (s === o.nanStep && k === o.accum - 1) b.x[3] = Number.NaN;
+  return b;
+};
+
+async function hostGuardedLoop(device: Device, o: LoopOpts) {
+  const g = new G.Graph();
+  const { loss, params } = build(g);
+  const names = [...params.keys()];
+  const grads = G.grad(loss, names.map((n) => params.get(n)!));
+  const outs: Record<string, Tensor> = { loss };
+  names.forEach((n, i) => (outs[`grad:${n}`] = grads[i]!));
+  const c = await G.compile(outs, { device, threads: 1 });
+  const w = initial();
+  const opt = new AdamW(CFG);
+  const rows: { loss: number; norm: number; updated: boolean }[] = [];
+  for (let s = 0; s < o.steps; s++) {
+    const acc = new GradAccumulator();
+    let l = 0;
+    for (let k = 0; k < o.accum; k++) {
+      const r = await c.run({ ...microBatch(s, k, o), ...Object.fromEntries(w) });
+      l += (r.loss as Float32Array)[0]! / o.accum;
+      acc.add(new Map(names.map((n) => [n, r[`grad:${n}`] as Float32Array])));
+    }
+    const gr = acc.take();
+    if (!Number.isFinite(l) || !allFinite(gr.values())) {
+      rows.push({ loss: l, norm: Number.NaN, updated: false });
+      continue;
+    }
+    const norm = clipGradNorm(gr, o.clip);
+    opt.step(w, gr, CFG.lr * (1 - s / 10)); // a schedule: lr fed each step
+    rows.push({ loss: l, norm, updated: true });
+  }
+  return { rows, weights: w, moments: { m: opt.m, v: opt.v }, t: opt.t };
+}
+
+async function residentGuardedLoop(device: Device, o: LoopOpts) {
+  const t = new ResidentTrainer(build, initial(), CFG, { device, threads: 1 }, undefined, { clip: o.clip, gradAccum: o.accum });
+  const rows: { loss: number; norm: number; updated: boolean }[] = [];
+  for (let s = 0; s < o.steps; s++) {
+    let l = 0, gate = true;
+    let r!: Awaited<ReturnType<ResidentTrainer["step"]>>;
+    for (let k = 0; k < o.accum; k++) {
+      r = await t.step(microBatch(s, k, o), CFG.lr * (1 - s / 10), gate);
+      l += r.loss / o.accum;
+      gate &&= Number.isFinite(r.loss);
+    }
+    rows.push({ loss: l, norm: r.updated ? r.gradNorm : Number.NaN, updated: r.updated });
+  }
+  return { rows, weights: await t.weights(), moments: await t.moments(), t: t.t };
+}
+
+describe("in the graph: clipping, the NaN/Inf guard, gradient accumulation, an lr schedule", () => {
+  for (const device of ["cpu", "webgpu"] as Device[]) {
+    test.skipIf(device === "webgpu" && NO_WEBGPU !== null)(`${device}: ${OPTS.steps} steps of ${OPTS.accum} micro-batches, clip ${OPTS.clip}, a NaN in step ${OPTS.nanStep}: = the host loop`, async () => {
+      const host = await hostGuardedLoop("cpu", OPTS);
+      const res = await residentGuardedLoop(device, OPTS);
+      expect(res.rows.map((r) => r.updated)).toEqual(host.rows.map((r) => r.updated));
+      expect(res.rows.map((r) => r.updated)).toEqual([true, false, true, true]);
+      expect(res.t).toBe(host.t);
+      expect(res.t).toBe(3);
+      const ok = host.rows.filter((r) => r.updated);
+      // The clip binds (the norm is above it), so a missing clip would show.
+      for (const r of ok) expect(r.norm).toBeGreaterThan(OPTS.clip * 2);
+      const d = worst([
+        expectClose("losses", res.rows.filter((r) => r.updated).map((r) => r.loss), ok.map((r) => r.loss), 1e-5),
+        expectClose("grad norms", res.rows.filter((r) => r.updated).map((r) => r.norm), ok.map((r) => r.norm), 1e-5),
+        ...[...host.weights].map(([n, w]) => expectClose(n, res.weights.get(n)!, w, 1e-5)),
+        ...[...host.moments.m].map(([n, m]) => expectClose(`m ${n}`, res.moments.m.get(n)!, m, 1e-5)),
+        ...[...host.moments.v].map(([n, v]) => expectClose(`v ${n}`, res.moments.v.get(n)!, v, 1e-4)),
+      ]);
+      expect(Number.isNaN(res.rows[OPTS.nanStep]!.loss)).toBe(true);
+      console.log(`resident guarded loop (${device}) vs host loop (cpu): ${fmtDiff(d)}`);
+    });
+  }
 });
