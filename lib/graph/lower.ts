@@ -4,6 +4,7 @@
 import { basename, dirname } from "node:path";
 import type { AttributeProto, ModelProto, NodeProto, TensorProto, ValueInfoProto } from "../onnx/types.ts";
 import { AttributeType } from "../onnx/types.ts";
+import { fuseAttention, MS_DOMAIN } from "./fuse.ts";
 import { type Attr, type DType, type Node, type Tensor, topoSort } from "./graph.ts";
 import { onnxTypeCode } from "./ops.ts";
 
@@ -37,7 +38,8 @@ export interface Emit {
   temp(): string;
   /** A constant initializer; returns its name. */
   constant(data: Float32Array | BigInt64Array, shape: readonly number[], dtype: DType): string;
-  node(op: string, inputs: string[], outputs: string[], attrs?: Record<string, Attr>): void;
+  /** A node; `domain` is for contrib ops ("com.microsoft"), standard ops leave it out. */
+  node(op: string, inputs: string[], outputs: string[], attrs?: Record<string, Attr>, domain?: string): void;
 }
 
 /** Emits a replacement for node `n` and returns true, or returns false to keep it as it is. */
@@ -47,6 +49,12 @@ export interface LowerOptions {
   name?: string;
   /** A device's lowering rules (ops its provider lacks or gets wrong); none for the CPU. */
   rewrite?: NodeRewrite;
+  /**
+   * Emit ONNX Runtime's contrib ops where they replace a standard-op pattern (lib/graph/fuse.ts:
+   * attention -> com.microsoft.MultiHeadAttention). For inference graphs; a pattern whose
+   * intermediates a backward pass reads stays in standard ops.
+   */
+  fused?: boolean;
 }
 
 function attribute(name: string, a: Attr): AttributeProto {
@@ -68,7 +76,7 @@ function valueInfo(name: string, t: Tensor): ValueInfoProto {
  * get distinct locations `w<k>-<file name>`; the caller maps them to real files (see session.ts).
  */
 export function lower(outputs: Record<string, Tensor>, opts: LowerOptions | string = {}): Lowered {
-  const { name = "patchdpo", rewrite } = typeof opts === "string" ? { name: opts } : opts;
+  const { name = "patchdpo", rewrite, fused = false } = typeof opts === "string" ? { name: opts } : opts;
   const outTensors = Object.values(outputs);
   const nodes = topoSort(outTensors);
   const names = new Map<Tensor, string>();
@@ -113,11 +121,19 @@ export function lower(outputs: Record<string, Tensor>, opts: LowerOptions | stri
       initializer.push({ name, dims: [...shape], dataType: onnxTypeCode(dtype) as never, rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
       return name;
     },
-    node: (opType, input, output, attrs = {}) => {
-      nodeProtos.push({ opType, input, output, attribute: Object.entries(attrs).map(([k, a]) => attribute(k, a)) });
+    node: (opType, input, output, attrs = {}, domain) => {
+      nodeProtos.push({ opType, input, output, attribute: Object.entries(attrs).map(([k, a]) => attribute(k, a)), ...(domain ? { domain } : {}) });
     },
   };
+  let fuse: NodeRewrite | undefined;
+  if (fused) {
+    const readers = new Map<Tensor, number>();
+    for (const n of nodes) for (const x of n.inputs) if (x) readers.set(x, (readers.get(x) ?? 0) + 1);
+    for (const t of outTensors) readers.set(t, (readers.get(t) ?? 0) + 1);
+    fuse = fuseAttention(readers);
+  }
   for (const n of nodes) {
+    if (fuse?.(n, emit)) continue;
     if (rewrite?.(n, emit)) continue;
     nodeProtos.push({
       opType: n.op,
@@ -133,16 +149,29 @@ export function lower(outputs: Record<string, Tensor>, opts: LowerOptions | stri
     graphOutputs.push(valueInfo(n, t));
   }
 
+  // A fused pattern leaves its standard-form nodes unread: drop them (last to first, so chains go).
+  const contrib = nodeProtos.some((p) => p.domain === MS_DOMAIN);
+  if (contrib) {
+    const read = new Set(graphOutputs.map((o) => o.name));
+    const kept: NodeProto[] = [];
+    for (let i = nodeProtos.length - 1; i >= 0; i--) {
+      const p = nodeProtos[i]!;
+      if (!p.output.some((o) => read.has(o))) continue;
+      kept.push(p);
+      for (const x of p.input) read.add(x);
+    }
+    nodeProtos.splice(0, nodeProtos.length, ...kept.reverse());
+  }
   // A rewritten node can leave a constant of the original unused (a Slice's starts): drop it, as ORT
   // would with a warning.
-  if (temps) {
+  if (temps || contrib) {
     const used = new Set(nodeProtos.flatMap((p) => p.input));
     for (const o of graphOutputs) used.add(o.name);
     for (let i = initializer.length - 1; i >= 0; i--) if (!used.has(initializer[i]!.name)) initializer.splice(i, 1);
   }
   const model: ModelProto = {
     irVersion: 8,
-    opsetImport: [{ domain: "", version: OPSET }],
+    opsetImport: contrib ? [{ domain: "", version: OPSET }, { domain: MS_DOMAIN, version: 1 }] : [{ domain: "", version: OPSET }],
     producerName: "patchdpo",
     producerVersion: "0.1.0",
     graph: { name, node: nodeProtos, initializer, input: inputs.map((t) => valueInfo(t.name, t)), output: graphOutputs, valueInfo: [] },

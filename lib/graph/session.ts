@@ -34,6 +34,13 @@ export interface CompileOptions {
    * inputs of a later run (training state). Elsewhere they come back to the host as usual.
    */
   keepOnDevice?: readonly string[];
+  /**
+   * Lower attention to ONNX Runtime's fused com.microsoft.MultiHeadAttention, which the cpu,
+   * cuda and webgpu providers all ship (lib/graph/fuse.ts); default false (standard ops, the
+   * reference). For inference graphs: in a training graph the backward pass reads the
+   * attention's intermediates, so its attention stays in standard ops either way.
+   */
+  fusedOps?: boolean;
 }
 
 /**
@@ -292,7 +299,7 @@ function ortOptions(device: Device, threads: number, optimization: NonNullable<C
 export async function compile(outputs: Record<string, Tensor>, opts: CompileOptions = {}): Promise<Compiled> {
   const device = opts.device ?? "cpu";
   await ensureDevice(device);
-  const lowered = lower(outputs, { rewrite: REWRITES[opts.lowerAs ?? device] });
+  const lowered = lower(outputs, { rewrite: REWRITES[opts.lowerAs ?? device], fused: opts.fusedOps });
   const bytes = encodeModel(bridgeBfloat16(lowered.model));
   const threads = opts.threads ?? 0;
   const optimization = opts.optimization ?? "all";
@@ -399,6 +406,6 @@ export async function clearSessionCache(): Promise<void> {
 }
 
 /** Encoded ONNX bytes of a graph, e.g. to save it for inspection in Netron (as lowered for `device`). */
-export function toOnnx(outputs: Record<string, Tensor>, device: Device = "cpu"): Uint8Array {
-  return encodeModel(lower(outputs, { rewrite: REWRITES[device] }).model);
+export function toOnnx(outputs: Record<string, Tensor>, device: Device = "cpu", fused = false): Uint8Array {
+  return encodeModel(lower(outputs, { rewrite: REWRITES[device], fused }).model);
 }
