@@ -29,11 +29,20 @@
 // epoch, with other settings is refused. --force checks everything first (models, size, weights,
 // every quality map), trains the epoch aside and swaps it in only when this invocation succeeds.
 //
+// Where the training state lives (--state): on `--device webgpu` (one process) the trainable weights
+// and AdamW's moments stay in gpu buffers between steps, and AdamW, the global-norm clip, the
+// NaN/Inf guard and the --grad-accum sums run inside the training graph (lib/train/resident.ts).
+// Per step the batch goes up and the loss and logs come down; the weights and moments come down
+// when a checkpoint is written. cpu (whose resume is byte-identical) and cuda (onnxruntime-node
+// copies every input anyway) keep the host loop: gradients down, lib/train/adamw.ts on the host.
+//
 // Data parallel: `mpirun -np W bun scripts/dpo-epoch.ts ...` (or srun). Each rank takes --grad-accum / W
 // of every step's micro-batches (W must divide --grad-accum); the gradients, loss and logs are
 // averaged over the ranks (lib/dist) before clipping and AdamW, so every rank applies the same
 // update and the result does not depend on W (resume at any W that divides --grad-accum). Rank 0
 // alone writes the log, checkpoints, the epoch file and run.json.
+// The all-reduce needs host gradients, so under W > 1 ranks the state stays on the host (--state
+// auto says so on stderr; --state device is refused).
 
 import { clearSessionCache } from "../lib/graph/index.ts";
 import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
@@ -65,6 +74,8 @@ import { DPO_DEFAULTS, OBJECTIVES, type Objective } from "../lib/train/objective
 import { type ScheduleName, learningRate } from "../lib/train/schedule.ts";
 
 export const TRAIN_SETS = ["ip", "ip+proj"] as const;
+export const STATE_WHERE = ["auto", "host", "device"] as const;
+export type StateWhere = (typeof STATE_WHERE)[number];
 export type TrainSet = (typeof TRAIN_SETS)[number];
 
 export interface DpoEpochOptions {
@@ -108,6 +119,15 @@ export interface DpoEpochOptions {
   resume: boolean;
   force: boolean;
   device: Device;
+  /**
+   * Where the trainable weights and AdamW's state live between steps. device: AdamW, clipping,
+   * the NaN/Inf guard and accumulation run inside the training graph and the state stays on the
+   * device (gpu buffers on webgpu; lib/train/resident.ts); host: gradients come to the host and
+   * lib/train/adamw.ts updates host weights. auto: device on webgpu with one process, host
+   * elsewhere (cpu keeps its byte-identical resume; cuda in Node copies every input anyway;
+   * data-parallel ranks all-reduce host gradients).
+   */
+  state: StateWhere;
   threads: number;
   /** Classifier-free-guidance dropout per pair (default 5% image / 5% text / 5% both). */
   dropout?: CfgDropout;
@@ -119,7 +139,7 @@ export interface DpoEpochOptions {
 export const DEFAULTS = {
   objective: "patch-dpo", epoch: 1, lr: 3e-5, minLr: 0, weightDecay: 0.01, batch: 4, gradAccum: 1, clip: 1.0, warmup: 0,
   schedule: "constant", beta: DPO_DEFAULTS.beta, lambda: DPO_DEFAULTS.lambda, ipScale: 1, train: "ip", seed: 0,
-  saveEvery: 200, resume: false, force: false, device: "cpu", threads: 0,
+  saveEvery: 200, resume: false, force: false, device: "cpu", state: "auto", threads: 0,
 } as const satisfies Partial<DpoEpochOptions>;
 
 /** What run() needs; everything else takes its default. */
@@ -132,7 +152,7 @@ export const OPTIONS = type({
   batch: "number.integer > 0", gradAccum: "number.integer > 0", clip: "number >= 0", warmup: "number.integer >= 0",
   schedule: "'constant' | 'warmup' | 'cosine'", beta: "number > 0", lambda: "number >= 0", ipScale: "number", train: type.enumerated(...TRAIN_SETS),
   "size?": "number.integer > 0", seed: "number.integer >= 0", saveEvery: "number.integer >= 0", "maxSteps?": "number.integer > 0",
-  "stopAt?": "number.integer > 0", resume: "boolean", force: "boolean", device: type.enumerated(...DEVICES), threads: "number.integer >= 0",
+  "stopAt?": "number.integer > 0", resume: "boolean", force: "boolean", device: type.enumerated(...DEVICES), state: type.enumerated(...STATE_WHERE), threads: "number.integer >= 0",
 });
 
 export interface DpoEpochResult {
@@ -457,11 +477,19 @@ async function epoch(o: DpoEpochOptions, root: string, w: World): Promise<DpoEpo
 
   // ---- the trainer (compiled once), the trainable weights and the frozen reference
   const isTrainable = trainableFor(o.train);
+  if (o.state === "device" && w.size > 1) {
+    throw new UsageError(`--state device keeps the weights and AdamW on the device, but ${w.size} ranks average their gradients on the host (lib/dist): run one process, or pass --state host (the default, auto, does this for you)`);
+  }
+  const onDevice = o.state === "device" || (o.state === "auto" && o.device === "webgpu" && w.size === 1);
+  if (o.state === "auto" && o.device === "webgpu" && w.size > 1 && lead) {
+    process.stderr.write(`dpo-epoch: ${w.size} ranks all-reduce gradients on the host, so the weights and AdamW state stay on the host (--state host), not on the webgpu device\n`);
+  }
   const trainer = new DiffusionTrainer({
     model, ip: ipStart, pairs: o.batch, height: size, width: size, objective: o.objective, dpo: { beta: o.beta, lambda: o.lambda },
     trainable: isTrainable, ipScale: o.ipScale, device: o.device, threads: o.threads,
     // ORT's arena: 3x faster steps on toy models; off for real ones, where it would hold the peak for good.
     memArena: [...unetParamShapes(model.unet.config).values()].reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0) < 50e6,
+    resident: onDevice ? { adamw: { lr: o.lr, weightDecay: o.weightDecay }, clip: o.clip, gradAccum: o.gradAccum } : undefined,
   });
   const shapes = trainer.shapes();
   let weights: Map<string, Float32Array> = new Map([...trainer.initial].map(([k, v]) => [k, Float32Array.from(v)]));
@@ -500,6 +528,23 @@ async function epoch(o: DpoEpochOptions, root: string, w: World): Promise<DpoEpo
   const kept = logRows.filter((r) => (r.epoch ?? 0) !== o.epoch || r.step < firstKept);
   if (lead && kept.length !== logRows.length) await writeJsonl(logPath, kept, TrainLogRow);
   logRows = kept;
+  // --state device: the start (or the checkpoint's weights, moments and AdamW step) goes up once.
+  const res = trainer.resident;
+  res?.load(weights, opt.m.size ? { m: opt.m, v: opt.v, t: opt.t } : undefined);
+  if (res) res.t = opt.t;
+  /** The device's weights, moments and AdamW step on the host, for a checkpoint or the epoch file. */
+  const download = async () => {
+    if (!res) return;
+    weights = await res.weights();
+    opt.m.clear();
+    opt.v.clear();
+    if (res.t > 0) {
+      const { m, v } = await res.moments();
+      for (const [k, a] of m) opt.m.set(k, a);
+      for (const [k, a] of v) opt.v.set(k, a);
+    }
+    opt.t = res.t;
+  };
 
   // ---- the loop
   const cache = new Map<string, RgbImage>();
@@ -537,8 +582,12 @@ async function epoch(o: DpoEpochOptions, root: string, w: World): Promise<DpoEpo
     const t0 = performance.now();
     const rng = stepRng(s);
     const acc = new GradAccumulator();
+    const lr = learningRate(sched, s);
     let loss = 0;
     const logs: Record<string, number> = {};
+    // --state device: the last micro-batch's run updates the weights in the graph (or skips it).
+    let onDeviceStep: { gradNorm: number; updated: boolean } | undefined;
+    let gate = true;
     for (let k = 0; k < o.gradAccum; k++) {
       if (k < share.start || k >= share.end) {
         trainer.skipDraws(rng, o.dropout); // another rank's micro-batch
@@ -546,10 +595,15 @@ async function epoch(o: DpoEpochOptions, root: string, w: World): Promise<DpoEpo
       }
       const batch: PairExample[] = [];
       for (let b = 0; b < o.batch; b++) batch.push(await example(pairs[order[((s * o.gradAccum + k) * o.batch + b) % N]!]!));
-      const r = await trainer.step(await trainer.prepare(batch, rng, o.dropout), weights);
+      const feeds = await trainer.prepare(batch, rng, o.dropout);
+      const r = res ? await trainer.residentStep(feeds, lr, gate) : await trainer.step(feeds, weights);
       loss += r.loss / perRank;
       for (const [name, v] of Object.entries(r.logs)) logs[name] = (logs[name] ?? 0) + v / perRank;
-      acc.add(r.grads);
+      if ("grads" in r) acc.add(r.grads);
+      else {
+        onDeviceStep = r;
+        gate &&= Number.isFinite(r.loss);
+      }
     }
     const grads = acc.take();
     if (w.size > 1) {
@@ -557,7 +611,7 @@ async function epoch(o: DpoEpochOptions, root: string, w: World): Promise<DpoEpo
       loss = meanLoss!;
       Object.assign(logs, meanLogs);
     }
-    if (!Number.isFinite(loss) || !allFinite(grads.values())) {
+    if (onDeviceStep ? !onDeviceStep.updated : !Number.isFinite(loss) || !allFinite(grads.values())) {
       skipped++;
       skippedTotal++;
       if (lead) process.stderr.write(`dpo-epoch: step ${startStep + s}: ${Number.isFinite(loss) ? "non-finite gradients" : `loss ${loss}`}; step skipped\n`);
@@ -566,9 +620,12 @@ async function epoch(o: DpoEpochOptions, root: string, w: World): Promise<DpoEpo
     } else {
       badInARow = 0;
       updated = true;
-      const gradNorm = o.clip > 0 ? clipGradNorm(grads, o.clip) : globalNorm(grads.values());
-      const lr = learningRate(sched, s);
-      opt.step(weights, grads, lr);
+      let gradNorm: number;
+      if (onDeviceStep) gradNorm = onDeviceStep.gradNorm;
+      else {
+        gradNorm = o.clip > 0 ? clipGradNorm(grads, o.clip) : globalNorm(grads.values());
+        opt.step(weights, grads, lr);
+      }
       const row: TrainLogRow = { step: startStep + s, loss, lr, epoch: o.epoch, gradNorm, seconds: Math.round((performance.now() - t0)) / 1000, ...logs };
       if (lead) await appendJsonl(logPath, row, TrainLogRow);
       if (lead) o.onStep?.(row);
@@ -580,6 +637,7 @@ async function epoch(o: DpoEpochOptions, root: string, w: World): Promise<DpoEpo
     bar.tick();
     const completed = s + 1;
     if ((o.saveEvery > 0 && (startStep + completed) % o.saveEvery === 0) || completed === stop) {
+      await download();
       await checkSame(`weights after step ${startStep + completed}`, weights.values());
       if (lead) await saveCheckpoint(at(join(paths.checkpointsDir, `step-${startStep + completed}`)), checkpointParams(), opt, {
         step: startStep + completed, epoch: o.epoch, localStep: completed, rng: stepRng(completed).state(), config, skipped: skippedTotal,
@@ -610,6 +668,7 @@ async function epoch(o: DpoEpochOptions, root: string, w: World): Promise<DpoEpo
   // This epoch's sessions are keyed to its start weights, which the next epoch replaces: release them,
   // or a process that runs many epochs (a notebook, TinyBench) keeps every one with its memory arena
   // (23 GB after ~60 tiny-world epochs, then the OOM killer).
+  res?.dispose();
   await clearSessionCache();
   return { ...baseResult, finished, alreadyDone: false, endStep, stepsRun: done, skipped, secondsPerStep: done ? seconds / done : 0, firstLoss, lastLoss, trainable };
 }
@@ -652,6 +711,11 @@ usage: bun scripts/dpo-epoch.ts --run <dir> --model <folder> --ip-adapter <file>
   --resume                continue from the newest checkpoint of this epoch (same flags; ends identical to an uninterrupted run)
   --force                 redo the epoch: its checkpoints, log rows and output are replaced when this run succeeds
   --device <d>            cpu | cuda | webgpu (default: ${DEFAULTS.device})
+  --state <s>             where trainable weights and AdamW state live between steps: device (AdamW, clipping, the
+                          NaN/Inf guard and accumulation run in the training graph; on webgpu only the batch goes up and
+                          the loss and logs come down each step, the weights when a checkpoint is written) | host
+                          (gradients come down, AdamW on the host) | auto = device on webgpu with one process, host
+                          elsewhere (default: ${DEFAULTS.state})
   --threads <n>           intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
   -h, --help              this help
 
@@ -677,7 +741,7 @@ if (import.meta.main) {
         size: { type: "string" }, seed: { type: "string", default: String(DEFAULTS.seed) },
         "save-every": { type: "string", default: String(DEFAULTS.saveEvery) }, "max-steps": { type: "string" }, "stop-at": { type: "string" },
         resume: { type: "boolean", default: false }, force: { type: "boolean", default: false },
-        device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) },
+        device: { type: "string", default: DEFAULTS.device }, state: { type: "string", default: DEFAULTS.state }, threads: { type: "string", default: String(DEFAULTS.threads) },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -695,7 +759,7 @@ if (import.meta.main) {
       run: v.run!, model: v.model!, ipAdapter: v["ip-adapter"]!, imageEncoder: v["image-encoder"]!, objective: v.objective as Objective, epoch: num(v.epoch),
       lr: num(v.lr), minLr: num(v["min-lr"]), weightDecay: num(v["weight-decay"]), batch: num(v.batch), gradAccum: num(v["grad-accum"]),
       clip: num(v.clip), warmup: num(v.warmup), schedule: v.schedule as ScheduleName, beta: num(v.beta), lambda: num(v.lambda), ipScale: num(v["ip-scale"]),
-      train: v.train as TrainSet, size: num(v.size), seed: num(v.seed), saveEvery: num(v["save-every"]), device: v.device as Device, threads: num(v.threads),
+      train: v.train as TrainSet, size: num(v.size), seed: num(v.seed), saveEvery: num(v["save-every"]), device: v.device as Device, state: v.state as StateWhere, threads: num(v.threads),
       maxSteps: num(v["max-steps"]), stopAt: num(v["stop-at"]), resume: v.resume, force: v.force,
       // One JSON line per step for logs; a person at a terminal gets the progress bar instead.
       onStep: process.stderr.isTTY ? undefined : (row) => console.log(JSON.stringify(row)),

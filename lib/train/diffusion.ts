@@ -29,7 +29,9 @@ import { Params } from "../nn/params.ts";
 import type { DiffusionModel, IpAdapter } from "../diffusion/model.ts";
 import { NoiseSchedule, scheduleConfig } from "../diffusion/schedule.ts";
 import type { Rng } from "../rng.ts";
+import type { AdamWConfig } from "./adamw.ts";
 import { type DpoOptions, DPO_DEFAULTS, type Objective, objective } from "./objectives.ts";
+import { ResidentTrainer, type ResidentStep } from "./resident.ts";
 
 export interface TrainerSetup {
   model: DiffusionModel;
@@ -48,6 +50,13 @@ export interface TrainerSetup {
   threads?: number;
   /** ONNX Runtime's memory arena for the training graphs (lib/graph: off by default; on is much faster for small models). */
   memArena?: boolean;
+  /**
+   * Train with the state on the device (lib/train/resident.ts): AdamW, global-norm clipping
+   * (0: off), the NaN/Inf guard and accumulation over `gradAccum` micro-batches run inside the
+   * training graph, and the trainable weights and moments stay in gpu buffers on webgpu between
+   * steps. Then `residentStep` trains (through `resident`), and `step` (host gradients) does not exist.
+   */
+  resident?: { adamw: Partial<AdamWConfig>; clip: number; gradAccum: number };
 }
 
 /** Probabilities of classifier-free-guidance dropout per pair (DESIGN.md: 5% / 5% / 5%). */
@@ -160,7 +169,11 @@ export class DiffusionTrainer {
   readonly trainables: Trainable[] = [];
   /** Starting values of the trainable weights (the frozen reference model of patch-dpo). */
   readonly initial = new Map<string, Float32Array>();
-  private train!: Promise<G.Compiled>;
+  private train?: Promise<G.Compiled>;
+  /** The device-resident training loop (setup.resident): load, weights and moments for checkpoints, t. */
+  resident?: ResidentTrainer;
+  /** patch-dpo's reference weights on the device, uploaded at the first resident step. */
+  private refWeights?: Record<string, G.DeviceTensor>;
   private forward!: Promise<G.Compiled>;
   private features!: Promise<G.Compiled>;
   private encode!: Promise<G.Compiled>;
@@ -219,9 +232,7 @@ export class DiffusionTrainer {
       return pred;
     };
 
-    // Training graph: loss, logs and gradients.
-    {
-      const g = new G.Graph();
+    const lossOf = (g: G.Graph) => {
       const pred = net(g, true);
       if (!this.trainables.length) throw new Error("DiffusionTrainer: no weight is trainable (check the trainable selection)");
       const target = g.input("target", [R, C, h, w]);
@@ -230,7 +241,19 @@ export class DiffusionTrainer {
       const fgRef = g.input("fg_ref", [B, h, w]);
       const fgGen = g.input("fg_gen", [B, h, w]);
       const refPred = this.s.objective === "patch-dpo" ? g.input("ref_pred", [R, C, h, w]) : undefined;
-      const o = objective(this.s.objective, { pred, target, qRef, qGen, fgRef, fgGen, refPred }, this.s.dpo ?? DPO_DEFAULTS);
+      return objective(this.s.objective, { pred, target, qRef, qGen, fgRef, fgGen, refPred }, this.s.dpo ?? DPO_DEFAULTS);
+    };
+    if (this.s.resident) {
+      // Training graph with AdamW appended; weights and moments are outputs kept on the device.
+      const { adamw, clip, gradAccum } = this.s.resident;
+      this.resident = new ResidentTrainer((g) => {
+        const o = lossOf(g);
+        return { loss: o.loss, logs: o.logs, params: new Map(this.trainables.map((t) => [t.name, t.tensor])) };
+      }, undefined, adamw, opts, undefined, { clip, gradAccum });
+    } else {
+      // Training graph: loss, logs and gradients.
+      const g = new G.Graph();
+      const o = lossOf(g);
       const grads = G.grad(o.loss, this.trainables.map((t) => t.tensor));
       const outs: Record<string, Tensor> = { loss: o.loss };
       for (const [k, v] of Object.entries(o.logs)) outs[`log:${k}`] = v;
@@ -245,7 +268,8 @@ export class DiffusionTrainer {
       const saved = this.trainables.splice(0);
       const pred = net(g, true);
       this.trainables.splice(0, this.trainables.length, ...saved);
-      this.forward = G.compile({ pred }, opts);
+      // Resident: the prediction stays on the device, an input of the training graph.
+      this.forward = G.compile({ pred }, this.s.resident ? { ...opts, keepOnDevice: ["pred"] } : opts);
     }
     // Frozen image encoder: images -> features.
     {
@@ -342,7 +366,7 @@ export class DiffusionTrainer {
     // CFG dropout applies to both rows of a dropped pair.
     const prompts = [...batch, ...batch].map((p, r) => (dropText[r % B] ? "" : r < B ? (p.referencePrompt ?? p.prompt) : p.prompt));
     const feeds: G.Feeds = { noisy, target, timestep: Float32Array.from(t) };
-    const wanted = new Set((await this.train).inputs.map((i) => i.name));
+    const wanted = new Set(await this.trainInputs());
     m.textEncoders.forEach((te, k) => {
       const enc = te.tokenizer.encodeBatch(prompts);
       feeds[`te${k}_input_ids`] = enc.ids;
@@ -377,8 +401,55 @@ export class DiffusionTrainer {
     return out;
   }
 
+  private async trainInputs(): Promise<string[]> {
+    return (this.resident ? await this.resident.inputs() : (await this.train!).inputs).map((i) => i.name);
+  }
+
+  /**
+   * One micro-batch of device-resident training (setup.resident) on a prepared batch at learning
+   * rate `lr`: the weights and AdamW state stay where `resident` keeps them (load them first);
+   * returns the loss, logs, gradient norm and whether the weights were updated (see
+   * ResidentTrainer.step for `gate`). patch-dpo's reference prediction is computed on the device
+   * from the reference weights (`initial`, uploaded at the first call: set them before) and fed
+   * to the training graph without a copy; the batch inputs both graphs read go up once.
+   */
+  async residentStep(feeds: G.Feeds, lr: number, gate = true): Promise<ResidentStep> {
+    const r = this.resident;
+    if (!r) throw new Error("DiffusionTrainer: residentStep needs setup.resident");
+    const trainWanted = new Set(await this.trainInputs());
+    const batch: Record<string, G.HostArray | G.DeviceTensor> = {};
+    for (const [k, v] of Object.entries(feeds)) if (trainWanted.has(k)) batch[k] = v;
+    if (this.s.objective !== "patch-dpo") return r.step(batch, lr, gate);
+    const fwd = await this.forward;
+    const device = this.s.device ?? "cpu";
+    if (!this.refWeights) {
+      this.refWeights = {};
+      for (const t of this.trainables) this.refWeights[t.tensor.name] = await G.upload(this.initial.get(t.name)!, "float32", t.tensor.shape, device);
+    }
+    const fwdFeeds: Record<string, G.HostArray | G.DeviceTensor> = { ...this.refWeights };
+    const uploaded: G.DeviceTensor[] = [];
+    for (const i of fwd.inputs) {
+      if (i.name in fwdFeeds) continue;
+      const v = feeds[i.name];
+      if (!v) continue; // runResident names what is missing
+      if (trainWanted.has(i.name)) {
+        const d = await G.upload(v, i.dtype, i.shape, device);
+        uploaded.push(d);
+        fwdFeeds[i.name] = batch[i.name] = d;
+      } else fwdFeeds[i.name] = v;
+    }
+    const refPred = (await fwd.runResident(fwdFeeds)).device.pred!;
+    try {
+      return await r.step({ ...batch, ref_pred: refPred }, lr, gate);
+    } finally {
+      refPred.dispose();
+      for (const d of uploaded) d.dispose();
+    }
+  }
+
   /** Loss, logged values and gradients at `weights` (by trainable name). */
   async step(feeds: G.Feeds, weights: Map<string, Float32Array>): Promise<StepResult> {
+    if (!this.train) throw new Error("DiffusionTrainer: built for resident training (setup.resident): use residentStep");
     const train = await this.train;
     const all = DiffusionTrainer.netFeeds(feeds, weights, this.trainables);
     if (this.s.objective === "patch-dpo") {

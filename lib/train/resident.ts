@@ -98,7 +98,8 @@ export class ResidentTrainer {
 
   constructor(
     build: (g: G.Graph) => { loss: Tensor; logs?: Record<string, Tensor>; params: Map<string, Tensor> },
-    initial: Map<string, Float32Array>,
+    /** Starting weights (undefined: call `load` before the first step). */
+    initial: Map<string, Float32Array> | undefined,
     cfg: Partial<AdamWConfig> = {},
     compileOpts: CompileOptions = {},
     /** A checkpoint's AdamW state (moments by weight name, steps taken) to resume from. */
@@ -164,7 +165,7 @@ export class ResidentTrainer {
     Object.assign(outputs, nextAcc);
     const keep = Object.keys(outputs).filter((k) => k.startsWith("next:"));
     this.compiled = G.compile(outputs, { ...compileOpts, keepOnDevice: keep });
-    this.load(initial, restore);
+    if (initial) this.load(initial, restore);
   }
 
   /** The compiled graph's inputs (the batch feeds a caller must give, and the state this class feeds). */
@@ -204,6 +205,7 @@ export class ResidentTrainer {
    */
   async step(feeds: Feeds | Record<string, HostArray | DeviceTensor>, lr = this.cfg.lr, gate = true): Promise<ResidentStep> {
     const c = await this.compiled;
+    if (!Object.keys(this.state).length) throw new Error("ResidentTrainer: no weights loaded (call load first)");
     const t = this.t + 1;
     const last = this.micro + 1 === this.gradAccum;
     const { beta1: b1, beta2: b2, weightDecay } = this.cfg;
