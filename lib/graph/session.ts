@@ -13,6 +13,7 @@ import { type Lowered, type NodeRewrite, lower } from "./lower.ts";
 import { onnxTypeCode } from "./ops.ts";
 import { fmt, product } from "./shape.ts";
 import { webgpuRewrite } from "./webgpu.ts";
+import { type Precision, autocast, currentPrecision, precisionSupport } from "./precision.ts";
 
 export type Device = "cpu" | "cuda" | "webgpu";
 export const DEVICES: readonly Device[] = ["cpu", "cuda", "webgpu"];
@@ -34,6 +35,14 @@ export interface CompileOptions {
    * inputs of a later run (training state). Elsewhere they come back to the host as usual.
    */
   keepOnDevice?: readonly string[];
+  /**
+   * The compute dtype (lib/graph/precision.ts): "fp16"/"bf16" rewrite the graph so the matmul
+   * family computes in half precision, with float32 at the edges. Default: the process-wide
+   * setting (`usePrecision`, what the scripts' --precision sets), else "fp32".
+   */
+  precision?: Precision;
+  /** Write ONNX Runtime's optimized graph here (inspection and tests: which initializers it keeps in which dtype). */
+  optimizedModelFilePath?: string;
   /**
    * Lower attention to ONNX Runtime's fused com.microsoft.MultiHeadAttention, which the cpu,
    * cuda and webgpu providers all ship (lib/graph/fuse.ts); default false (standard ops, the
@@ -128,6 +137,29 @@ function widenBf16(bits: Uint16Array): Float32Array {
 function narrowToBf16(x: Float32Array): Uint16Array {
   const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
   return Uint16Array.from(u, (v) => v >>> 16);
+}
+
+/**
+ * Frozen half-precision weights stay half precision on a GPU provider. lib/nn/params.ts reads an
+ * fp16/bf16 tensor of a checkpoint in place (an external-data initializer) and casts it to
+ * float32 in the graph; ONNX Runtime's ConstantFolding then computes that Cast once, at session
+ * creation, and keeps the float32 result as a new initializer: a float32 copy of every frozen
+ * weight (measured on cpu and webgpu, tests/graph/precision.test.ts), twice the memory of an fp16
+ * SDXL UNet on the device. An initializer that is also listed as a graph input can be overridden
+ * by a feed, so ORT does not treat it as constant and leaves its Cast alone: the weight stays in
+ * its stored dtype, and the Cast runs when a consumer needs it (a transient float32 tensor). We
+ * never feed these inputs. On the CPU the float32 copy is what its kernels want (it has no fp16
+ * MatMul on x86), so the fold stays. On webgpu only fp16 is kept: WebGPU has no bfloat16, so a
+ * bf16 Cast would run on the CPU provider every run; it is folded to a float32 copy instead.
+ */
+function keepHalfWeights(model: ModelProto, device: Device): ModelProto {
+  if (device === "cpu") return model;
+  const half = new Set([onnxTypeCode("float16"), ...(device === "cuda" ? [onnxTypeCode("bfloat16")] : [])]);
+  const castInputs = new Set(model.graph.node.filter((n) => n.opType === "Cast").map((n) => n.input[0]!));
+  const keep = model.graph.initializer.filter((t) => t.dataLocation === 1 && half.has(t.dataType as number) && castInputs.has(t.name));
+  if (!keep.length) return model;
+  const inputs = keep.map((t): ValueInfoProto => ({ name: t.name, type: { tensorType: { elemType: t.dataType, shape: t.dims.map((d) => ({ dimValue: Number(d) })) } } }));
+  return { ...model, graph: { ...model.graph, input: [...model.graph.input, ...inputs] } };
 }
 
 export class Compiled {
@@ -299,8 +331,11 @@ function ortOptions(device: Device, threads: number, optimization: NonNullable<C
 export async function compile(outputs: Record<string, Tensor>, opts: CompileOptions = {}): Promise<Compiled> {
   const device = opts.device ?? "cpu";
   await ensureDevice(device);
-  const lowered = lower(outputs, { rewrite: REWRITES[opts.lowerAs ?? device], fused: opts.fusedOps });
-  const bytes = encodeModel(bridgeBfloat16(lowered.model));
+  const precision = opts.precision ?? currentPrecision();
+  const unsupported = precisionSupport(device, precision).problem;
+  if (unsupported) throw new Error(unsupported);
+  const lowered = lower(autocast(outputs, precision), { rewrite: REWRITES[opts.lowerAs ?? device], fused: opts.fusedOps });
+  const bytes = encodeModel(keepHalfWeights(bridgeBfloat16(lowered.model), device));
   const threads = opts.threads ?? 0;
   const optimization = opts.optimization ?? "all";
   // The weight files' identities are part of the key: a checkpoint rewritten at the same path gets a new session.
@@ -313,7 +348,7 @@ export async function compile(outputs: Record<string, Tensor>, opts: CompileOpti
     if (!lowered.outputs.has(k)) throw new Error(`compile: keepOnDevice names "${k}", which is not an output (outputs: ${[...lowered.outputs.keys()].join(", ")})`);
     if (lowered.outputs.get(k)!.dtype === "bfloat16") throw new Error(`compile: keepOnDevice output "${k}" is bfloat16, which crosses the session's edge as float32 (keep float32 state)`);
   }
-  const h = createHash("sha256").update(bytes).update(JSON.stringify([device, threads, optimization, opts.memArena ?? null, lowered.external.folder ?? null, [...lowered.external.links], weightIds, keep]));
+  const h = createHash("sha256").update(bytes).update(JSON.stringify([device, threads, optimization, opts.memArena ?? null, lowered.external.folder ?? null, [...lowered.external.links], weightIds, keep, opts.optimizedModelFilePath ?? null]));
   const key = h.digest("hex");
   let p = cache.get(key);
   if (!p) {
@@ -326,6 +361,7 @@ export async function compile(outputs: Record<string, Tensor>, opts: CompileOpti
       // 0.45 s with it (most of the difference was page faults of freshly mapped buffers).
       const sessionOptions = ortOptions(device, threads, optimization, opts.memArena ?? !lowered.inputs.some((t) => t.trainable));
       if (folder) sessionOptions.extra = { session: { model_external_initializers_file_folder_path: folder } };
+      if (opts.optimizedModelFilePath) sessionOptions.optimizedModelFilePath = opts.optimizedModelFilePath;
       // Only the WebGPU provider can hand a tensor back on the device in Node.
       if (device === "webgpu" && keep.length) sessionOptions.preferredOutputLocation = Object.fromEntries(keep.map((k) => [k, "gpu-buffer"])) as never;
       try {

@@ -19,10 +19,21 @@
 //                       refused at run time ("The Indices output is not supported yet").
 // Left to ORT's CPU fallback (correct, small): int64 arithmetic, Sign, Or, bfloat16 Casts.
 
-import { type Node, type Tensor, int, ints } from "./graph.ts";
+import { type DType, type Node, type Tensor, int, ints } from "./graph.ts";
+import { onnxTypeCode } from "./ops.ts";
 import type { Emit } from "./lower.ts";
 import { sameShape } from "./shape.ts";
 
+/** float32 or float16 (--precision fp16 computes these nodes in float16: lib/graph/precision.ts). */
+const isFloat = (t: Tensor) => t.dtype === "float32" || t.dtype === "float16";
+/** A float constant in `dtype`: float32 values, cast in the graph when the node computes in float16 (ORT folds the Cast). */
+function floatConstant(e: Emit, data: Float32Array, shape: readonly number[], dtype: DType): string {
+  const c = e.constant(data, shape, "float32");
+  if (dtype === "float32") return c;
+  const out = e.temp();
+  e.node("Cast", [c], [out], { to: int(onnxTypeCode(dtype)) });
+  return out;
+}
 const attrInts = (n: Node, k: string): number[] | undefined => (n.attrs[k]?.kind === "ints" ? (n.attrs[k].value as number[]) : undefined);
 const i64 = (xs: readonly number[]) => BigInt64Array.from(xs.map((v) => BigInt(v)));
 const constInts = (t: Tensor | null | undefined): number[] | undefined =>
@@ -78,12 +89,12 @@ function convTransposeGroups(n: Node, e: Emit): boolean {
   const group = n.attrs.group?.kind === "int" ? (n.attrs.group.value as number) : 1;
   const [x, w, b] = n.inputs as [Tensor, Tensor, Tensor | undefined];
   const C = x.shape[1]!;
-  if (group === 1 || w.shape[1] !== 1 || C / group === 1 || w.dtype !== "float32") return false;
+  if (group === 1 || w.shape[1] !== 1 || C / group === 1 || !isFloat(w)) return false;
   const per = C / group;
   const mask = new Float32Array(C * group);
   for (let c = 0; c < C; c++) mask[c * group + Math.floor(c / per)] = 1;
   const full = e.temp();
-  e.node("Mul", [e.name(w), e.constant(mask, [C, group, ...w.shape.slice(2).map(() => 1)], "float32")], [full]);
+  e.node("Mul", [e.name(w), floatConstant(e, mask, [C, group, ...w.shape.slice(2).map(() => 1)], w.dtype)], [full]);
   e.node("ConvTranspose", [e.name(x), full, ...(b ? [e.name(b)] : [])], [e.name(n.outputs[0]!)], { ...n.attrs, group: int(1) });
   return true;
 }
@@ -141,7 +152,7 @@ function maxPoolIndices(n: Node, e: Emit): boolean {
   const dil = attrInts(n, "dilations");
   const ceil = n.attrs.ceil_mode?.kind === "int" && n.attrs.ceil_mode.value !== 0;
   const storage = n.attrs.storage_order?.kind === "int" && n.attrs.storage_order.value !== 0;
-  if ((dil && dil.some((d) => d !== 1)) || ceil || storage || x.dtype !== "float32") return false;
+  if ((dil && dil.some((d) => d !== 1)) || ceil || storage || !isFloat(x)) return false;
   const { storage_order: _s, ...attrs } = n.attrs;
   e.node("MaxPool", [e.name(x)], [e.name(y)], attrs);
   const [N, C] = x.shape as [number, number];
@@ -149,7 +160,7 @@ function maxPoolIndices(n: Node, e: Emit): boolean {
   let xp = e.name(x);
   if (pads.some((p) => p !== 0)) {
     xp = e.temp();
-    e.node("Pad", [e.name(x), e.constant(i64([0, 0, ...pads.slice(0, sp), 0, 0, ...pads.slice(sp)]), [2 * (sp + 2)], "int64"), e.constant(Float32Array.of(-Infinity), [], "float32")], [xp]);
+    e.node("Pad", [e.name(x), e.constant(i64([0, 0, ...pads.slice(0, sp), 0, 0, ...pads.slice(sp)]), [2 * (sp + 2)], "int64"), floatConstant(e, Float32Array.of(-Infinity), [], x.dtype)], [xp]);
   }
   // Window offsets in row-major order; each one's strided view [1, N, C, *out].
   const offsets: number[][] = [[]];
