@@ -22,11 +22,17 @@
 // micro-batch). Data parallel, `mpirun -np W bun scripts/finetune-encoder.ts ...`: each rank takes
 // --grad-accum / W of them and the gradients are averaged over the ranks (lib/dist) before AdamW,
 // so the result does not depend on W; rank 0 alone writes <out> and run.json.
+//
+// --state device (the default on --device webgpu with one process, as in dpo-epoch): the trainable
+// weights and AdamW's moments stay on the device between steps, and AdamW, the clip, the NaN/Inf
+// guard and the --grad-accum sums run inside the training graph (lib/train/resident.ts); they come
+// back for each checkpoint and for the held-out accuracy at the end.
 
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
 import { basename, extname, join, relative, resolve, sep } from "node:path";
 import { type } from "arktype";
 import { allReduceMeanGrads, barrier, checkSame, shareOf, world } from "../lib/dist/index.ts";
+import { ResidentTrainer, STATE_WHERE, type StateWhere } from "../lib/train/resident.ts";
 import * as G from "../lib/graph/index.ts";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
 import { cleanOrphanTemps } from "../lib/io/atomic.ts";
@@ -94,6 +100,8 @@ export interface FinetuneOptions {
   stopAt?: number;
   force: boolean;
   device: Device;
+  /** Where the trainable weights and AdamW state live between steps (see dpo-epoch's --state): auto = device on webgpu with one process. */
+  state: StateWhere;
   threads: number;
   /** Called with every logged step (the CLI prints JSON lines when stderr is not a terminal). */
   onStep?: (row: TrainLogRow) => void;
@@ -102,7 +110,7 @@ export interface FinetuneOptions {
 export const DEFAULTS = {
   encoder: RAW_ENCODER, trainBlocks: 2, temperature: 0.07, lr: 1e-4, minLr: 1e-5, weightDecay: 0.01, schedule: "cosine", warmup: 20,
   steps: 500, batch: 4, gradAccum: 1, matches: 0, clip: 1.0, holdout: 8, holdoutViews: 4, cropScale: [0.25, 1], jitter: 0.4, seed: 0, saveEvery: 100,
-  resume: false, force: false, device: "cpu", threads: 0,
+  resume: false, force: false, device: "cpu", state: "auto", threads: 0,
 } as const satisfies Partial<FinetuneOptions>;
 
 /** What run() takes: the images (or a run) and whatever else the caller changes; the rest are DEFAULTS. */
@@ -116,7 +124,7 @@ export const OPTIONS = type({
   matches: "number.integer >= 0", clip: "number >= 0", holdout: "number.integer >= 0", holdoutViews: "number.integer > 0",
   cropScale: ["0 < number <= 1", "0 < number <= 1"], jitter: "0 <= number < 1", seed: "number.integer >= 0", "out?": "string > 0", "name?": "string > 0",
   saveEvery: "number.integer >= 0", resume: "boolean", "stopAt?": "number.integer > 0", force: "boolean",
-  device: type.enumerated(...DEVICES), threads: "number.integer >= 0", "imageSize?": "number.integer >= 32",
+  device: type.enumerated(...DEVICES), state: type.enumerated(...STATE_WHERE), threads: "number.integer >= 0", "imageSize?": "number.integer >= 32",
 });
 
 export interface FinetuneResult {
@@ -292,7 +300,21 @@ async function finetune(o: FinetuneOptions, folders: string[]): Promise<Finetune
   const outputs: Record<string, G.Tensor> = { loss };
   trained.forEach((t, i) => (outputs[`grad_${i}`] = t.grad));
   const compileOpts = { device: o.device, threads: o.threads };
-  const trainStep = await G.compile(outputs, compileOpts);
+  if (o.state === "device" && dist.size > 1) {
+    throw new UsageError(`--state device keeps the weights and AdamW on the device, but ${dist.size} ranks average their gradients on the host (lib/dist): run one process, or pass --state host`);
+  }
+  const onDevice = o.state === "device" || (o.state === "auto" && o.device === "webgpu" && dist.size === 1);
+  // --state device: the same loss, with AdamW, clip, guard and accumulation appended (lib/train/resident.ts).
+  const res = onDevice
+    ? new ResidentTrainer((g) => {
+        const p = new Params(g, ge.source, { trainable: isTrainable });
+        const { patches } = enc.forward(p, g.input("images", [2 * B, 3, S, S]), o.featureLayer);
+        const f = G.reshape(G.transpose(patches, [0, 2, 3, 1]), [2 * B * hw, C]);
+        const l = infoNCE(G.gather(f, g.input("index_a", [B * M], "int64")), G.gather(f, g.input("index_b", [B * M], "int64")), o.temperature);
+        return { loss: l, params: new Map(trained.map((t) => [t.name, p.trainable.get(t.name)!])) };
+      }, undefined, { lr: o.lr, weightDecay: o.weightDecay }, compileOpts, undefined, { clip: o.clip, gradAccum: o.gradAccum })
+    : undefined;
+  const trainStep = res ? undefined : await G.compile(outputs, compileOpts);
 
   const EVAL_BATCH = 8;
   const evalNet = build(EVAL_BATCH);
@@ -394,6 +416,21 @@ async function finetune(o: FinetuneOptions, folders: string[]): Promise<Finetune
     for (const t of trained) params.set(t.name, Float32Array.from(ge.source.float32(t.name)));
   }
 
+  res?.load(params, opt.m.size ? { m: opt.m, v: opt.v, t: opt.t } : undefined);
+  /** The device's weights, moments and AdamW step on the host, for a checkpoint or the accuracy. */
+  const download = async () => {
+    if (!res) return;
+    for (const [n, v] of await res.weights()) params.set(n, v);
+    opt.m.clear();
+    opt.v.clear();
+    if (res.t > 0) {
+      const { m, v } = await res.moments();
+      for (const [k, a] of m) opt.m.set(k, a);
+      for (const [k, a] of v) opt.v.set(k, a);
+    }
+    opt.t = res.t;
+  };
+
   // ---- held-out accuracy: fixed view pairs, the same before and after
   const holdoutPairs: ViewPair[] = [];
   for (const i of heldOut) for (let v = 0; v < o.holdoutViews; v++) holdoutPairs.push(viewPairs(await image(i), rngFor(o.seed, `holdout-${i}`, v), viewOpts));
@@ -434,7 +471,10 @@ async function finetune(o: FinetuneOptions, folders: string[]): Promise<Finetune
   for (let step = start; step < stop; step++) {
     const t0 = performance.now();
     const acc = new GradAccumulator();
+    const lr = learningRate(sched, step);
     let lossValue = 0;
+    let onDeviceStep: { gradNorm: number; updated: boolean } | undefined;
+    let gate = true;
     for (let mb = share.start; mb < share.end; mb++) {
       // Each micro-batch has its own images and Rng (micro-batch 0 draws as a step did before --grad-accum).
       const rng = mb === 0 ? rngFor(o.seed, "step", step) : rngFor(o.seed, `step-${mb}`, step);
@@ -449,23 +489,33 @@ async function finetune(o: FinetuneOptions, folders: string[]): Promise<Finetune
         });
       }
       const feeds: G.Feeds = { images: x, index_a: ia, index_b: ib };
+      if (res) {
+        const r = await res.step(feeds, lr, gate);
+        lossValue += r.loss / perRank;
+        gate &&= Number.isFinite(r.loss);
+        onDeviceStep = r;
+        continue;
+      }
       for (const t of trained) feeds[t.name] = params.get(t.name)!;
-      const r = await trainStep.run(feeds);
+      const r = await trainStep!.run(feeds);
       lossValue += (r.loss as Float32Array)[0]! / perRank;
       acc.add(new Map(trained.map((t, i) => [t.name, r[`grad_${i}`] as Float32Array])));
     }
     const gradMap = acc.take();
     if (dist.size > 1) lossValue = (await allReduceMeanGrads(gradMap, { loss: lossValue })).loss!;
-    if (!Number.isFinite(lossValue) || !allFinite(gradMap.values())) {
+    if (onDeviceStep ? !onDeviceStep.updated : !Number.isFinite(lossValue) || !allFinite(gradMap.values())) {
       skipped++;
       skippedTotal++;
       if (lead) process.stderr.write(`finetune-encoder: step ${step}: ${Number.isFinite(lossValue) ? "non-finite gradients" : `loss ${lossValue}`}; step skipped\n`);
       if (++badInARow >= 5) throw new UserError(`finetune-encoder: 5 steps in a row had NaN/Inf loss or gradients (last: step ${step}); lower --lr (now ${o.lr}) or raise --temperature (now ${o.temperature})`);
     } else {
       badInARow = 0;
-      const gradNorm = o.clip > 0 ? clipGradNorm(gradMap, o.clip) : globalNorm(gradMap.values());
-      const lr = learningRate(sched, step);
-      opt.step(params, gradMap, lr);
+      let gradNorm: number;
+      if (onDeviceStep) gradNorm = onDeviceStep.gradNorm;
+      else {
+        gradNorm = o.clip > 0 ? clipGradNorm(gradMap, o.clip) : globalNorm(gradMap.values());
+        opt.step(params, gradMap, lr);
+      }
       const dt = (performance.now() - t0) / 1000;
       const row: TrainLogRow = { step, loss: lossValue, lr, gradNorm, seconds: Math.round(dt * 1000) / 1000 };
       if (lead) await appendJsonl(logPath, row, TrainLogRow);
@@ -476,12 +526,14 @@ async function finetune(o: FinetuneOptions, folders: string[]): Promise<Finetune
     bar.tick();
     const completed = step + 1;
     if ((o.saveEvery > 0 && completed % o.saveEvery === 0) || completed === stop) {
+      await download();
       await checkSame(`weights after step ${completed}`, params.values());
       if (lead) await saveCheckpoint(join(dest, `step-${completed}`), checkpointParams(), opt, state(completed));
     }
   }
   bar.done();
 
+  res?.dispose();
   const finished = stop >= o.steps;
   let accuracyAfter: number | undefined;
   if (finished && lead) {
@@ -534,6 +586,9 @@ usage: bun scripts/finetune-encoder.ts (--images <folder> | --run <dir>) [option
   --stop-at <n>           end this invocation after step n with a checkpoint (as if preempted; --resume continues)
   --force                 start over, deleting the checkpoints already in <out>
   --device <d>            cpu | cuda | webgpu (default: ${DEFAULTS.device})
+  --state <s>             where trainable weights and AdamW state live between steps: device (AdamW, clip, NaN/Inf guard
+                          and accumulation in the training graph; weights down only for checkpoints) | host | auto =
+                          device on webgpu with one process, host elsewhere (default: ${DEFAULTS.state})
   --threads <n>           intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
   -h, --help              this help
 
@@ -558,7 +613,7 @@ if (import.meta.main) {
       seed: { type: "string", default: String(DEFAULTS.seed) }, out: { type: "string" }, name: { type: "string" },
       "save-every": { type: "string", default: String(DEFAULTS.saveEvery) }, resume: { type: "boolean", default: false },
       "stop-at": { type: "string" }, force: { type: "boolean", default: false },
-      device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) },
+      device: { type: "string", default: DEFAULTS.device }, state: { type: "string", default: DEFAULTS.state }, threads: { type: "string", default: String(DEFAULTS.threads) },
       help: { type: "boolean", short: "h", default: false },
     }, HELP);
     if (v.help) return console.log(HELP);
@@ -570,7 +625,7 @@ if (import.meta.main) {
       weightDecay: num(v["weight-decay"]), schedule: v.schedule as ScheduleName, warmup: num(v.warmup), steps: num(v.steps), batch: num(v.batch), gradAccum: num(v["grad-accum"]),
       matches: num(v.matches), clip: num(v.clip), holdout: num(v.holdout), holdoutViews: num(v["holdout-views"]),
       cropScale: v["crop-scale"]!.split(",").map(Number) as [number, number], jitter: num(v.jitter), seed: num(v.seed), saveEvery: num(v["save-every"]),
-      threads: num(v.threads), device: v.device as Device, imageSize: num(v["image-size"]), stopAt: num(v["stop-at"]),
+      threads: num(v.threads), device: v.device as Device, state: v.state as StateWhere, imageSize: num(v["image-size"]), stopAt: num(v["stop-at"]),
       // One JSON line per step for logs; a person at a terminal gets the progress bar instead.
       onStep: process.stderr.isTTY ? undefined : (row) => console.log(JSON.stringify(row)),
     });

@@ -31,6 +31,10 @@ import * as G from "../graph/index.ts";
 import type { CompileOptions, Compiled, DeviceTensor, Feeds, HostArray, Tensor } from "../graph/index.ts";
 import { ADAMW_DEFAULTS, type AdamWConfig } from "./adamw.ts";
 
+/** Where a training script keeps its weights and AdamW state between steps (its --state flag). */
+export const STATE_WHERE = ["auto", "host", "device"] as const;
+export type StateWhere = (typeof STATE_WHERE)[number];
+
 const M = (n: string) => `adamw.m:${n}`;
 const V = (n: string) => `adamw.v:${n}`;
 const ACC = (n: string) => `accum:${n}`;
