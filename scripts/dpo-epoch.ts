@@ -386,6 +386,9 @@ export async function run(input: DpoEpochInput): Promise<DpoEpochResult> {
   if (o.gradAccum % w.size !== 0) {
     throw new UsageError(`--grad-accum ${o.gradAccum} cannot be split over ${w.size} ranks: each rank takes --grad-accum / ranks micro-batches of --batch pairs per step, so pass a multiple of ${w.size} (e.g. --batch ${o.batch} --grad-accum ${w.size * Math.max(1, Math.round(o.gradAccum / w.size))})`);
   }
+  if (o.state === "device" && w.size > 1) {
+    throw new UsageError(`--state device keeps the weights and AdamW on the device, but ${w.size} ranks average their gradients on the host (lib/dist): run one process, or pass --state host (the default, auto, does this for you)`);
+  }
   // The other ranks write nothing: rank 0 holds the lock and the run.json entry for the job.
   if (w.rank !== 0) return epoch(o, root, w);
   const { onStep: _s, ...recorded } = o;
@@ -477,9 +480,6 @@ async function epoch(o: DpoEpochOptions, root: string, w: World): Promise<DpoEpo
 
   // ---- the trainer (compiled once), the trainable weights and the frozen reference
   const isTrainable = trainableFor(o.train);
-  if (o.state === "device" && w.size > 1) {
-    throw new UsageError(`--state device keeps the weights and AdamW on the device, but ${w.size} ranks average their gradients on the host (lib/dist): run one process, or pass --state host (the default, auto, does this for you)`);
-  }
   const onDevice = o.state === "device" || (o.state === "auto" && o.device === "webgpu" && w.size === 1);
   if (o.state === "auto" && o.device === "webgpu" && w.size > 1 && lead) {
     process.stderr.write(`dpo-epoch: ${w.size} ranks all-reduce gradients on the host, so the weights and AdamW state stay on the host (--state host), not on the webgpu device\n`);

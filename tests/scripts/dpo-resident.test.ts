@@ -14,12 +14,14 @@
 //   d. --state device with --device cpu: the same graph, the state round-tripping through the
 //      host, matches the host path (to float32 rounding, magnified by patch-dpo's beta) and
 //      resumes bit for bit.
+//   e. under mpirun -np 2 (ranks all-reduce host gradients) --state device is refused, and
+//      --device webgpu with the default --state auto trains on the host path and says so.
 // (cpu's default host path keeps its byte-identical resume: tests/scripts/dpo-epoch.test.ts.)
 
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import * as G from "../../lib/graph/index.ts";
 import { readJsonlAll } from "../../lib/io/manifest.ts";
 import { runPaths } from "../../lib/io/rundir.ts";
@@ -27,6 +29,7 @@ import { openSafetensors } from "../../lib/io/safetensors.ts";
 import { TrainLogRow } from "../../lib/io/schemas.ts";
 import { DEFAULTS, type DpoEpochOptions, type DpoEpochResult, epochFile, run } from "../../scripts/dpo-epoch.ts";
 import { type Diff, NO_WEBGPU, expectClose, fmtDiff, noteWebgpuSkip, worst } from "../graph/webgpu-helpers.ts";
+import { MPIRUN, mpirun, runJob } from "../dist/helpers.ts";
 import { SIZE, UNET, tinyModel, tinyRun } from "./helpers/tiny-run.ts";
 
 setDefaultTimeout(600_000);
@@ -170,5 +173,22 @@ describe.skipIf(NO_WEBGPU !== null)("dpo-epoch --device webgpu keeps weights and
     expect(resumed.result).toMatchObject({ finished: true, endStep: STEPS, stepsRun: STEPS - 1 });
     const d = compare(gpu, resumed, 1e-5);
     console.log(`dpo-epoch webgpu stop at 1 + --resume vs straight: ${fmtDiff(d)} (tolerance 1e-5)`);
+  });
+});
+
+describe.skipIf(!MPIRUN)("dpo-epoch under mpirun -np 2: gradients are all-reduced on the host", () => {
+  const script = join(resolve(import.meta.dir, "../.."), "scripts/dpo-epoch.ts");
+  const flags = (dir: string) => [
+    process.execPath, script, "--run", dir, "--model", model.model, "--ip-adapter", model.ip, "--image-encoder", "mobilenet_v2", "--size", String(SIZE),
+    "--batch", "1", "--grad-accum", "2", "--max-steps", "1", "--threads", "1", "--save-every", "0",
+  ];
+  test("--state device is refused with what to do; --device webgpu (auto) keeps the host path and says so", async () => {
+    const r = await runJob(mpirun(2, [...flags(copy()), "--state", "device"]), 300_000);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("--state device keeps the weights and AdamW on the device, but 2 ranks average their gradients on the host");
+    if (NO_WEBGPU) return;
+    const ok = await runJob(mpirun(2, [...flags(copy()), "--device", "webgpu"]), 300_000);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stderr).toContain("2 ranks all-reduce gradients on the host, so the weights and AdamW state stay on the host");
   });
 });
