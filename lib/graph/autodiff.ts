@@ -10,6 +10,7 @@
 
 import { type Graph, type Node, Tensor, topoSort, int, str } from "./graph.ts";
 import * as O from "./ops.ts";
+import { graphSegments, type Segment } from "./recompute.ts";
 import { fmt, product, sameShape } from "./shape.ts";
 
 const isFloat = (t: Tensor) => t.dtype === "float32" || t.dtype === "float16" || t.dtype === "bfloat16";
@@ -454,7 +455,7 @@ export function differentiableOps(): string[] {
  * `loss` is usually a scalar; for other shapes the seed gradient is all ones (a sum).
  * Returns null for a `wrt` that `loss` does not depend on.
  */
-export function grad(loss: Tensor, wrt: Tensor[], seed?: Tensor): (Tensor | null)[] {
+export function grad(loss: Tensor, wrt: Tensor[], seed?: Tensor, opts: GradOptions = {}): (Tensor | null)[] {
   const g: Graph = loss.graph;
   if (!isFloat(loss)) throw new Error(`grad: loss must be a float tensor, got ${loss}`);
   const nodes = topoSort([loss]);
@@ -470,7 +471,10 @@ export function grad(loss: Tensor, wrt: Tensor[], seed?: Tensor): (Tensor | null
     const l = grads.get(t);
     if (l) l.push(gt);
     else grads.set(t, [gt]);
+    lastGrad = gt;
   };
+  let lastGrad: Tensor | null = null;
+  const recompute = recomputer(g, opts.recompute ?? false, () => lastGrad);
   const total = (t: Tensor): Tensor | null => {
     const l = grads.get(t);
     if (!l) return null;
@@ -487,13 +491,94 @@ export function grad(loss: Tensor, wrt: Tensor[], seed?: Tensor): (Tensor | null
     if (gys.every((x) => x === null)) continue;
     const r = RULES[n.op];
     if (!r) throw new Error(`autodiff: no gradient rule for ${n.op} (differentiable ops: ${differentiableOps().join(", ")})`);
+    // In a recomputed segment the rule reads the recomputed copy of the node; gradients still
+    // flow to (and are keyed by) the original tensors.
+    const rn = recompute(n);
     // Outputs other than the first get a zero gradient only if a rule needs it (Split handles it).
-    const gins = r(n, n.op === "Split" ? gys : [gys[0] ?? zerosLike(n.outputs[0]!), ...gys.slice(1)], need);
+    const gins = r(rn, n.op === "Split" ? gys : [gys[0] ?? zerosLike(n.outputs[0]!), ...gys.slice(1)], need);
     gins.forEach((gi, k) => {
       if (gi && need[k]) push(n.inputs[k]!, gi);
     });
   }
   return wrt.map((t) => total(t));
+}
+
+export interface GradOptions {
+  /**
+   * Recompute the segments that the model marked with `checkpoint` (lib/graph/recompute.ts)
+   * instead of keeping their inner activations for the backward pass. Segments marked `always`
+   * (chunked attention) are recomputed either way.
+   */
+  recompute?: boolean;
+}
+
+/**
+ * Returns, for an original forward node, the node whose inputs and outputs its gradient rule
+ * should read: the node itself, or its copy in a recomputed segment. A segment is copied once,
+ * when the backward first reaches one of its nodes. The copy reads the segment's inputs (kept
+ * from the forward) through `x + 0 * g[0]`, where g is the gradient built last: ONNX Runtime runs
+ * nodes in a topological order and would otherwise run the copy right after the forward,
+ * holding its activations all along; the data dependency on a backward tensor makes the copy
+ * wait until the backward has reached it. (The sum is exact: x + 0 is x, for any finite g[0].)
+ */
+function recomputer(g: Graph, all: boolean, lastGrad: () => Tensor | null): (n: Node) => Node {
+  const active = graphSegments(g).filter((s) => all || s.always);
+  if (!active.length) return (n) => n;
+  const isActive = new Set(active);
+  const activeParent = (s: Segment): Segment | undefined => {
+    let p = s.parent;
+    while (p && !isActive.has(p)) p = p.parent;
+    return p;
+  };
+  // Innermost active segment of each node (outer segments first, inner ones overwrite).
+  const segOf = new Map<Node, Segment>();
+  const index = new Map<Node, number>();
+  for (const s of [...active].sort((a, b) => b.end - b.start - (a.end - a.start))) {
+    for (let i = s.start; i < s.end; i++) {
+      segOf.set(g.nodes[i]!, s);
+      index.set(g.nodes[i]!, i);
+    }
+  }
+  const inside = (s: Segment, t: Tensor) => {
+    const i = t.node ? index.get(t.node) : undefined;
+    return i !== undefined && i >= s.start && i < s.end;
+  };
+  const copies = new Map<Segment, { tensors: Map<Tensor, Tensor>; nodes: Map<Node, Node> }>();
+  /** `t` as the copy of segment s (and of the segments around it) computes it. */
+  const view = (s: Segment | undefined, t: Tensor): Tensor => {
+    for (; s; s = activeParent(s)) if (inside(s, t)) return copies.get(s)!.tensors.get(t)!;
+    return t;
+  };
+  const materialize = (s: Segment) => {
+    if (copies.has(s)) return;
+    const parent = activeParent(s);
+    if (parent) materialize(parent);
+    const tensors = new Map<Tensor, Tensor>();
+    const nodes = new Map<Node, Node>();
+    copies.set(s, { tensors, nodes });
+    const last = lastGrad();
+    const zero = last ? O.mul(O.slice(O.reshape(last, [-1]), [0], [1], [0]), 0) : null;
+    const delayed = new Map<Tensor, Tensor>();
+    const delay = (t: Tensor): Tensor => {
+      if (!zero || t.leaf || !isFloat(t)) return t;
+      let d = delayed.get(t);
+      if (!d) delayed.set(t, (d = O.add(t, zero.dtype === t.dtype ? zero : O.cast(zero, t.dtype))));
+      return d;
+    };
+    for (let i = s.start; i < s.end; i++) {
+      const n = g.nodes[i]!;
+      const inputs = n.inputs.map((x) => (!x ? null : inside(s, x) ? tensors.get(x)! : delay(view(parent, x))));
+      const outs = g.addNode(n.op, inputs, { ...n.attrs }, n.outputs.map((o) => ({ shape: o.shape, dtype: o.dtype })));
+      nodes.set(n, outs[0]!.node!);
+      n.outputs.forEach((o, k) => tensors.set(o, outs[k]!));
+    }
+  };
+  return (n) => {
+    const s = segOf.get(n);
+    if (!s) return n;
+    materialize(s);
+    return copies.get(s)!.nodes.get(n)!;
+  };
 }
 
 export { Tensor };

@@ -19,6 +19,7 @@
 
 import * as G from "../graph/index.ts";
 import type { Tensor } from "../graph/index.ts";
+import { checkpoint, chunkedAttention } from "../graph/recompute.ts";
 import type { Params, WeightSource } from "../nn/params.ts";
 
 export type DownBlockType = "CrossAttnDownBlock2D" | "DownBlock2D";
@@ -358,6 +359,8 @@ export interface IpAdapterInput {
 export interface CrossAttentionContext {
   encoderHiddenStates: Tensor;
   ip?: IpAdapterInput;
+  /** Query rows per attention chunk (lib/graph/recompute.ts chunkedAttention); none: unchunked. */
+  attentionChunk?: number;
 }
 
 /**
@@ -366,14 +369,14 @@ export interface CrossAttentionContext {
  * to the image tokens through `processor.to_k_ip.0` / `processor.to_v_ip.0`, and
  * scale * that result is added to the text attention's before to_out.
  */
-export function attentionBlock(p: Params, x: Tensor, heads: number, context: Tensor | null, ip?: IpAdapterInput): Tensor {
+export function attentionBlock(p: Params, x: Tensor, heads: number, context: Tensor | null, ip?: IpAdapterInput, chunk?: number): Tensor {
   const D = x.shape[2]!;
   const ctx = context ?? x;
   const Dc = ctx.shape[2]!;
   const q = G.splitHeads(G.linear(x, p.get("to_q.weight", [D, D])), heads);
   const attend = (kv: Tensor, k: string, v: string) => {
     const Dk = kv.shape[2]!;
-    return G.mergeHeads(G.attention(q, G.splitHeads(G.linear(kv, p.get(k, [D, Dk])), heads), G.splitHeads(G.linear(kv, p.get(v, [D, Dk])), heads)));
+    return G.mergeHeads(chunkedAttention(q, G.splitHeads(G.linear(kv, p.get(k, [D, Dk])), heads), G.splitHeads(G.linear(kv, p.get(v, [D, Dk])), heads), chunk));
   };
   let h = attend(ctx, "to_k.weight", "to_v.weight");
   if (ip) {
@@ -386,8 +389,8 @@ export function attentionBlock(p: Params, x: Tensor, heads: number, context: Ten
 /** diffusers BasicTransformerBlock (layer_norm, GEGLU feed-forward): self-attention, cross-attention, FF, each pre-norm and residual. */
 export function basicTransformerBlock(p: Params, x: Tensor, heads: number, ctx: CrossAttentionContext): Tensor {
   const D = x.shape[2]!;
-  x = G.add(x, attentionBlock(p.scope("attn1"), layerNorm(p, "norm1", x), heads, null));
-  x = G.add(x, attentionBlock(p.scope("attn2"), layerNorm(p, "norm2", x), heads, ctx.encoderHiddenStates, ctx.ip));
+  x = G.add(x, attentionBlock(p.scope("attn1"), layerNorm(p, "norm1", x), heads, null, undefined, ctx.attentionChunk));
+  x = G.add(x, attentionBlock(p.scope("attn2"), layerNorm(p, "norm2", x), heads, ctx.encoderHiddenStates, ctx.ip, ctx.attentionChunk));
   const inner = 4 * D;
   const [h, gate] = G.split(linear(p, "ff.net.0.proj", layerNorm(p, "norm3", x), 2 * inner), [inner, inner], x.rank - 1);
   return G.add(x, linear(p, "ff.net.2", G.mul(h!, G.gelu(gate!)), D));
@@ -420,12 +423,20 @@ export function upsample2D(p: Params, x: Tensor): Tensor {
   return conv2d(p, "conv", G.upsampleNearest(x, 2), x.shape[1]!, 3);
 }
 
+/**
+ * The recompute segments of the UNet (used by `grad(..., { recompute: true })`): each
+ * ResnetBlock2D and each Transformer2DModel of the down, mid and up blocks.
+ */
+const checkpointTransformer = (p: Params, x: Tensor, s: TransformerSpec, ctx: CrossAttentionContext) =>
+  checkpoint(x.graph, "transformer", () => transformer2D(p, x, s, ctx));
+
 /** CrossAttnDownBlock2D / DownBlock2D. Returns the block output and the states it hands to the up path. */
 export function unetDownBlock(p: Params, x: Tensor, temb: Tensor, s: DownBlockSpec, ctx: CrossAttentionContext): { hidden: Tensor; skips: Tensor[] } {
   const skips: Tensor[] = [];
   for (let i = 0; i < s.numLayers; i++) {
-    x = resnetBlock2D(p.scope(`resnets.${i}`), x, temb, { outChannels: s.outChannels, groups: s.groups, eps: s.eps });
-    if (s.type === "CrossAttnDownBlock2D") x = transformer2D(p.scope(`attentions.${i}`), x, s.transformers[i]!, ctx);
+    const xi = x;
+    x = checkpoint(x.graph, `resnets.${i}`, () => resnetBlock2D(p.scope(`resnets.${i}`), xi, temb, { outChannels: s.outChannels, groups: s.groups, eps: s.eps }));
+    if (s.type === "CrossAttnDownBlock2D") x = checkpointTransformer(p.scope(`attentions.${i}`), x, s.transformers[i]!, ctx);
     skips.push(x);
   }
   if (s.addDownsample) {
@@ -443,8 +454,9 @@ export function unetUpBlock(p: Params, x: Tensor, skips: Tensor[], temb: Tensor,
   for (let i = 0; i < s.numLayers; i++) {
     const skip = skips.pop();
     if (!skip) throw new Error(`UNet up block: no skip state left for resnet ${i}`);
-    x = resnetBlock2D(p.scope(`resnets.${i}`), G.concat([x, skip], 1), temb, { outChannels: s.outChannels, groups: s.groups, eps: s.eps });
-    if (s.type === "CrossAttnUpBlock2D") x = transformer2D(p.scope(`attentions.${i}`), x, s.transformers[i]!, ctx);
+    const xi = G.concat([x, skip], 1);
+    x = checkpoint(x.graph, `resnets.${i}`, () => resnetBlock2D(p.scope(`resnets.${i}`), xi, temb, { outChannels: s.outChannels, groups: s.groups, eps: s.eps }));
+    if (s.type === "CrossAttnUpBlock2D") x = checkpointTransformer(p.scope(`attentions.${i}`), x, s.transformers[i]!, ctx);
   }
   return s.addUpsample ? upsample2D(p.scope("upsamplers.0"), x) : x;
 }
@@ -452,9 +464,10 @@ export function unetUpBlock(p: Params, x: Tensor, skips: Tensor[], temb: Tensor,
 /** UNetMidBlock2DCrossAttn: resnet, transformer, resnet. */
 export function unetMidBlock(p: Params, x: Tensor, temb: Tensor, s: MidBlockSpec, ctx: CrossAttentionContext): Tensor {
   const o = { outChannels: s.channels, groups: s.groups, eps: s.eps, outputScaleFactor: s.outputScaleFactor };
-  x = resnetBlock2D(p.scope("resnets.0"), x, temb, o);
-  x = transformer2D(p.scope("attentions.0"), x, s.transformer, ctx);
-  return resnetBlock2D(p.scope("resnets.1"), x, temb, o);
+  const x0 = x;
+  const x1 = checkpoint(x.graph, "resnets.0", () => resnetBlock2D(p.scope("resnets.0"), x0, temb, o));
+  const x2 = checkpointTransformer(p.scope("attentions.0"), x1, s.transformer, ctx);
+  return checkpoint(x.graph, "resnets.1", () => resnetBlock2D(p.scope("resnets.1"), x2, temb, o));
 }
 
 // ------------------------------------------------------------------ the model
@@ -470,6 +483,11 @@ export interface UNetInputs {
   ipTokens?: Tensor;
   /** IP-Adapter scale (default 1): a number, or a tensor broadcastable to [B, L, C] (e.g. [B, 1, 1] per sample). */
   ipScale?: number | Tensor;
+  /**
+   * Attention in chunks of this many query rows, each recomputed in the backward pass (training
+   * at 64x64 latents and up: 4096 tokens would otherwise keep [B, heads, 4096, 4096] scores).
+   */
+  attentionChunk?: number;
   /** SDXL: pooled text_encoder_2 output [B, 1280]. */
   textEmbeds?: Tensor;
   /** SDXL: [B, 6] rows [H, W, crop_top, crop_left, target_H, target_W]. */
@@ -513,7 +531,7 @@ export function unetForward(p: Params, c: UNetConfig, x: UNetInputs): Tensor {
   }
   if (x.ipTokens && (x.ipTokens.rank !== 3 || x.ipTokens.shape[0] !== B)) throw new Error(`UNet: ipTokens must be [${B}, N, D], got [${x.ipTokens.shape.join(", ")}]`);
   const plan = unetPlan(c);
-  const ctx: CrossAttentionContext = { encoderHiddenStates: ehs };
+  const ctx: CrossAttentionContext = { encoderHiddenStates: ehs, attentionChunk: x.attentionChunk };
   if (x.ipTokens) ctx.ip = { tokens: x.ipTokens, scale: x.ipScale ?? 1 };
 
   const temb = unetTimeEmbedding(p, c, x);

@@ -8,6 +8,7 @@
 
 import * as G from "../graph/index.ts";
 import type { Tensor } from "../graph/index.ts";
+import { checkpoint } from "../graph/recompute.ts";
 import type { Params } from "../nn/params.ts";
 import type { EncoderOutputs } from "./encoder.ts";
 
@@ -225,7 +226,11 @@ export function vitForward(p: Params, images: Tensor, c: ViTConfig, layers = c.n
     const reg = G.expand(p.get("embeddings.register_tokens", [1, c.numRegisters, C]), [B, c.numRegisters, C]);
     x = G.concat([clsPart!, reg, rest!], 1);
   }
-  for (let i = 0; i < layers; i++) x = vitBlock(p.scope(`encoder.layer.${i}`), x, c);
+  // Each block is a recompute segment for grad(..., { recompute: true }).
+  for (let i = 0; i < layers; i++) {
+    const xi = x;
+    x = checkpoint(x.graph, `encoder.layer.${i}`, () => vitBlock(p.scope(`encoder.layer.${i}`), xi, c));
+  }
   x = layerNorm(p, "layernorm", x, c.layerNormEps);
   const parts = G.split(x, c.numRegisters ? [1, c.numRegisters, h * w] : [1, h * w], 1);
   const clsOut = parts[0]!;
