@@ -668,7 +668,7 @@ async function epoch(o: DpoEpochOptions, root: string, w: World): Promise<DpoEpo
   // This epoch's sessions are keyed to its start weights, which the next epoch replaces: release them,
   // or a process that runs many epochs (a notebook, TinyBench) keeps every one with its memory arena
   // (23 GB after ~60 tiny-world epochs, then the OOM killer).
-  res?.dispose();
+  trainer.dispose();
   await clearSessionCache();
   return { ...baseResult, finished, alreadyDone: false, endStep, stepsRun: done, skipped, secondsPerStep: done ? seconds / done : 0, firstLoss, lastLoss, trainable };
 }

@@ -447,6 +447,13 @@ export class DiffusionTrainer {
     }
   }
 
+  /** Frees what resident training holds on the device (its state, patch-dpo's reference weights). */
+  dispose(): void {
+    this.resident?.dispose();
+    for (const t of Object.values(this.refWeights ?? {})) t.dispose();
+    this.refWeights = undefined;
+  }
+
   /** Loss, logged values and gradients at `weights` (by trainable name). */
   async step(feeds: G.Feeds, weights: Map<string, Float32Array>): Promise<StepResult> {
     if (!this.train) throw new Error("DiffusionTrainer: built for resident training (setup.resident): use residentStep");
