@@ -31,7 +31,6 @@ import { type Shard, existingRunDir, inShard, isSafeId, parseShard, portablePath
 import { recordStep } from "../lib/io/runlog.ts";
 import { GenerationRow, PromptRow, ReferenceRow } from "../lib/io/schemas.ts";
 import { Staging } from "../lib/io/staging.ts";
-import { PRECISIONS, PRECISION_FLAG, PRECISION_HELP, type Precision, withPrecision } from "../lib/graph/precision.ts";
 import { checkShards } from "./generate-images.ts";
 import { KOSMOSG_REF_PHOTO, type PromptFile, readPromptFile, subjectPrompts } from "../lib/eval/dreambench.ts";
 import { EmbeddingCache, type EmbedderOptions, type ImageEmbedder, type TextEmbedder, clipEmbedders, contentHash, dinoEmbedder, embedTexts, featureEmbedder } from "../lib/eval/embeddings.ts";
@@ -61,8 +60,6 @@ export interface EvalOptions {
   out?: string;
   batch: number;
   shard?: Shard;
-  /** Compute dtype of the graphs lib/graph builds (lib/graph/precision.ts; default fp32); exported ONNX encoders run as exported. */
-  precision?: Precision;
   device: Device;
   threads: number;
   force: boolean;
@@ -81,7 +78,6 @@ export type EvalInput = Partial<EvalOptions>;
 export const OPTIONS = type({
   "images?": "string > 0", "run?": "string > 0", "real?": "string > 0", "prompts?": "string > 0", "uniqueToken?": "string", "dino?": "string > 0",
   "clip?": "string > 0", encoderFeature: "string > 0", setting: type.enumerated(...SETTINGS), refPhoto: "string > 0", "out?": "string > 0",
-  "precision?": type.enumerated(...PRECISIONS),
   batch: "number.integer > 0", "shard?": { index: "number.integer >= 0", count: "number.integer > 0" }, device: type.enumerated(...DEVICES),
   threads: "number.integer >= 0", force: "boolean",
 });
@@ -315,9 +311,9 @@ export interface EvalResult {
 export async function run(input: EvalInput): Promise<EvalResult> {
   const o = resolveOptions<EvalOptions>(OPTIONS, DEFAULTS, input);
   if (!!o.images === !!o.run) throw new UsageError("give exactly one of --images <folder> or --run <dir>");
-  if (!o.run) return withPrecision(o.precision ?? "fp32", o.device, () => evaluate(o));
+  if (!o.run) return evaluate(o);
   const { embedders: _e, ...recorded } = o;
-  return withPrecision(o.precision ?? "fp32", o.device, () => recordStep(existingRunDir(o.run!), "eval", recorded, () => evaluate(o)));
+  return recordStep(existingRunDir(o.run), "eval", recorded, () => evaluate(o));
 }
 
 async function evaluate(o: EvalOptions): Promise<EvalResult> {
@@ -510,7 +506,6 @@ usage: bun scripts/eval.ts (--images <folder> --real <folder> | --run <dir> [--r
   --device <d>             cpu | cuda | webgpu (default: ${DEFAULTS.device})
   --threads <n>            intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
   --force                  recompute images already in scores.jsonl (embeddings stay cached)
-${PRECISION_HELP.replace(/^( +--\S+ \S+)/, "$1 ").replace(/^ {26}/gm, "                           ")}
   -h, --help               this help
 
 writes <out>/scores.jsonl, summary.json, all_score.json (the authors' format) and cache/;
@@ -526,7 +521,6 @@ if (import.meta.main) {
       batch: { type: "string", default: String(DEFAULTS.batch) }, shard: { type: "string" }, merge: { type: "string" },
       device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) },
       force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
-      ...PRECISION_FLAG,
     }, HELP);
     if (v.help) return console.log(HELP);
     // --bench <folder>: a DreamBench folder = its subject folders as --real + its prompts_and_classes.txt.
@@ -536,7 +530,6 @@ if (import.meta.main) {
       encoderFeature: v["encoder-feature"], out: v.out, force: v.force, shard: v.shard ? parseShard(v.shard) : undefined,
       batch: Number(v.batch), threads: Number(v.threads), setting: v.setting as Setting, device: v.device as Device, refPhoto: v["ref-photo"],
     };
-      precision: v.precision as Precision,
     const t0 = performance.now();
     if (v.merge) {
       if (!/^\s*\d+\s*$/.test(v.merge)) throw new UsageError(`--merge ${JSON.stringify(v.merge)}: expected the shard count n (a positive integer) used with --shard i/n`);

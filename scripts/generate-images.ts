@@ -44,7 +44,6 @@ import { Staging } from "../lib/io/staging.ts";
 import { SAMPLERS, type SamplerName, imageSeed } from "../lib/diffusion/index.ts";
 import { MODEL_LAYOUT_HELP, checkImageSize, checkModels, loadDiffusionModel, loadIpAdapter, nativeSize } from "../lib/diffusion/model.ts";
 import { Pipeline } from "../lib/diffusion/pipeline.ts";
-import { PRECISIONS, PRECISION_FLAG, PRECISION_HELP, type Precision, withPrecision } from "../lib/graph/precision.ts";
 import { Rng } from "../lib/rng.ts";
 import { catalogueEntry, flatSceneForPrompt } from "../lib/tinyworld/catalogue.ts";
 import { renderCorrupted, renderReference } from "../lib/tinyworld/index.ts";
@@ -77,8 +76,6 @@ export interface GenerateOptions {
   /** tinyworld personalized mode: share of images with a planted local defect. */
   defectRate: number;
   shard?: Shard;
-  /** Compute dtype (lib/graph/precision.ts); like the device, not a setting that decides the images. */
-  precision: Precision;
   device: Device;
   threads: number;
   force: boolean;
@@ -90,7 +87,6 @@ export type GenerateInput = Pick<GenerateOptions, "run" | "mode" | "model"> & Pa
 export const DEFAULTS = {
   ipScale: 0.6, perReference: 1, pairPrompt: "reference", sampler: "ddim", steps: 30, guidance: 7.5, negativePrompt: "", seed: 0,
   batch: 1, defectRate: 0.5, device: "cpu", threads: 0, force: false,
-  precision: "fp32",
 } as const satisfies Partial<GenerateOptions>;
 
 /** The renderer's default image size (a model folder defaults to its own size). */
@@ -100,7 +96,6 @@ export const RENDER_SIZE = 512;
 export const OPTIONS = type({
   run: "string > 0", mode: "'reference' | 'personalized'", model: "string > 0", "ipAdapter?": "string > 0", "imageEncoder?": "string > 0",
   ipScale: "number", perReference: "number.integer > 0", pairPrompt: type.enumerated(...PAIR_PROMPTS), sampler: type.enumerated(...SAMPLERS),
-  precision: type.enumerated(...PRECISIONS),
   steps: "number.integer > 0", guidance: "number >= 0", "width?": "number.integer > 0", "height?": "number.integer > 0", negativePrompt: "string",
   seed: "number.integer >= 0", batch: "number.integer > 0", defectRate: "0 <= number <= 1",
   "shard?": { index: "number.integer >= 0", count: "number.integer > 0" }, device: type.enumerated(...DEVICES), threads: "number.integer >= 0", force: "boolean",
@@ -146,7 +141,7 @@ const manifestOf = (run: string, mode: Mode) => (mode === "reference" ? runPaths
 export async function run(input: GenerateInput): Promise<{ generated: number; skipped: number; manifest: string }> {
   const o = resolveOptions<GenerateOptions>(OPTIONS, DEFAULTS, input);
   const root = existingRunDir(o.run);
-  return withPrecision(o.precision, o.device, () => recordStep(root, stepName(o.mode), o, () => generate(o, root)));
+  return recordStep(root, stepName(o.mode), o, () => generate(o, root));
 }
 
 async function generate(o: GenerateOptions, root: string): Promise<{ generated: number; skipped: number; manifest: string }> {
@@ -362,7 +357,6 @@ usage: bun scripts/generate-images.ts --run <dir> --mode reference|personalized 
   --device <d>            cpu | cuda | webgpu (default: ${DEFAULTS.device})
   --threads <n>           intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
   --force                 redo every image; the old ones stay until the new ones are all done
-${PRECISION_HELP}
   --check-models          list missing and mismatched tensors of the model (and IP-Adapter) folders, then exit
 
 A rerun resumes (finished images are skipped); with other settings than the manifest's it is refused.
@@ -380,7 +374,6 @@ if (import.meta.main) {
       "defect-rate": { type: "string", default: String(DEFAULTS.defectRate) }, shard: { type: "string" }, merge: { type: "string" },
       device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: "0" },
       force: { type: "boolean", default: false }, "check-models": { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
-      ...PRECISION_FLAG,
     }, HELP);
     if (v.help) return console.log(HELP);
     if (v["check-models"]) {
@@ -416,5 +409,4 @@ if (import.meta.main) {
     });
     console.log(`generated ${r.generated} images (${r.skipped} already done) in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${r.manifest}`);
   });
-      precision: v.precision as Precision,
 }

@@ -31,7 +31,6 @@ import { Staging } from "../lib/io/staging.ts";
 import { checkShards } from "./generate-images.ts";
 import { type Featurizer, loadFeaturizer } from "../lib/models/featurizer.ts";
 import { writeHeatmapPng } from "../lib/patch/heatmap.ts";
-import { PRECISIONS, PRECISION_FLAG, PRECISION_HELP, type Precision, withPrecision } from "../lib/graph/precision.ts";
 import { backgroundMask, lowShare, normalizeQuality, qualityMaps, resizeMap } from "../lib/patch/quality.ts";
 
 export interface ScoreOptions {
@@ -51,8 +50,6 @@ export interface ScoreOptions {
   normalization: "clamp" | "minmax";
   batch: number;
   shard?: Shard;
-  /** Compute dtype of the graphs lib/graph builds (lib/graph/precision.ts; default fp32); exported ONNX encoders run as exported. */
-  precision?: Precision;
   device: Device;
   threads: number;
   force: boolean;
@@ -71,7 +68,6 @@ export type ScoreInput = Partial<ScoreOptions>;
 export const OPTIONS = type({
   "run?": "string > 0", "pairs?": "string > 0", "out?": "string > 0", encoder: "string > 0", "featureLayer?": "string > 0",
   latentGrid: "number.integer > 0", lowThreshold: "0 <= number <= 1", normalization: "'clamp' | 'minmax'", batch: "number.integer > 0",
-  "precision?": type.enumerated(...PRECISIONS),
   "shard?": { index: "number.integer >= 0", count: "number.integer > 0" }, device: type.enumerated(...DEVICES), threads: "number.integer >= 0", force: "boolean",
 });
 
@@ -122,7 +118,7 @@ export async function run(input: ScoreInput): Promise<{ scored: number; skipped:
   if (o.run && o.out) throw new UsageError("--out is for --pairs; with --run the scores go into the run directory");
   const outDir = o.run ? existingRunDir(o.run) : resolve(o.out ?? dirname(resolve(o.pairs!)));
   const { featurizer: _f, ...recorded } = o;
-  return withPrecision(o.precision ?? "fp32", o.device, () => recordStep(outDir, "score-patches", recorded, () => score(o, outDir)));
+  return recordStep(outDir, "score-patches", recorded, () => score(o, outDir));
 }
 
 async function score(o: ScoreOptions, outDir: string): Promise<{ scored: number; skipped: number; manifest: string }> {
@@ -299,7 +295,6 @@ usage: bun scripts/score-patches.ts (--run <dir> | --pairs <file.jsonl> [--out <
   --device <d>            cpu | cuda | webgpu (default: ${DEFAULTS.device})
   --threads <n>           intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
   --force                 rescore pairs already in the manifest
-${PRECISION_HELP}
   -h, --help              this help`;
 
 if (import.meta.main) {
@@ -314,7 +309,6 @@ if (import.meta.main) {
       shard: { type: "string" }, merge: { type: "string" },
       device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) },
       force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
-      ...PRECISION_FLAG,
     }, HELP);
     if (v.help) return console.log(HELP);
     if (v.merge) {
@@ -329,7 +323,6 @@ if (import.meta.main) {
       shard: v.shard ? parseShard(v.shard) : undefined, latentGrid: Number(v["latent-grid"]), lowThreshold: Number(v["low-threshold"]),
       batch: Number(v.batch), threads: Number(v.threads), normalization: v.normalization as ScoreOptions["normalization"], device: v.device as Device,
     });
-      precision: v.precision as Precision,
     console.log(`scored ${res.scored} pairs (${res.skipped} already done) in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${res.manifest}`);
   });
 }
