@@ -31,6 +31,7 @@ import { type Shard, existingRunDir, inShard, isSafeId, parseShard, portablePath
 import { recordStep } from "../lib/io/runlog.ts";
 import { GenerationRow, PromptRow, ReferenceRow } from "../lib/io/schemas.ts";
 import { Staging } from "../lib/io/staging.ts";
+import { PRECISIONS, PRECISION_FLAG, PRECISION_HELP, type Precision, withPrecision } from "../lib/graph/precision.ts";
 import { checkShards } from "./generate-images.ts";
 import { KOSMOSG_REF_PHOTO, type PromptFile, readPromptFile, subjectPrompts } from "../lib/eval/dreambench.ts";
 import { EmbeddingCache, type EmbedderOptions, type ImageEmbedder, type TextEmbedder, clipEmbedders, contentHash, dinoEmbedder, embedTexts, featureEmbedder } from "../lib/eval/embeddings.ts";
@@ -60,6 +61,8 @@ export interface EvalOptions {
   out?: string;
   batch: number;
   shard?: Shard;
+  /** Compute dtype of the graphs lib/graph builds (lib/graph/precision.ts; default fp32); exported ONNX encoders run as exported. */
+  precision?: Precision;
   device: Device;
   threads: number;
   force: boolean;
@@ -76,6 +79,7 @@ export type EvalInput = Partial<EvalOptions>;
 
 /** The options' schema: the CLI and run() check with it. */
 export const OPTIONS = type({
+  "precision?": type.enumerated(...PRECISIONS),
   "images?": "string > 0", "run?": "string > 0", "real?": "string > 0", "prompts?": "string > 0", "uniqueToken?": "string", "dino?": "string > 0",
   "clip?": "string > 0", encoderFeature: "string > 0", setting: type.enumerated(...SETTINGS), refPhoto: "string > 0", "out?": "string > 0",
   batch: "number.integer > 0", "shard?": { index: "number.integer >= 0", count: "number.integer > 0" }, device: type.enumerated(...DEVICES),
@@ -311,9 +315,9 @@ export interface EvalResult {
 export async function run(input: EvalInput): Promise<EvalResult> {
   const o = resolveOptions<EvalOptions>(OPTIONS, DEFAULTS, input);
   if (!!o.images === !!o.run) throw new UsageError("give exactly one of --images <folder> or --run <dir>");
-  if (!o.run) return evaluate(o);
+  if (!o.run) return withPrecision(o.precision ?? "fp32", o.device, () => evaluate(o));
   const { embedders: _e, ...recorded } = o;
-  return recordStep(existingRunDir(o.run), "eval", recorded, () => evaluate(o));
+  return withPrecision(o.precision ?? "fp32", o.device, () => recordStep(existingRunDir(o.run!), "eval", recorded, () => evaluate(o)));
 }
 
 async function evaluate(o: EvalOptions): Promise<EvalResult> {
@@ -504,6 +508,7 @@ usage: bun scripts/eval.ts (--images <folder> --real <folder> | --run <dir> [--r
   --shard <i/n>            score only shard i of n (writes scores.shard-i-of-n.jsonl, no summary)
   --merge <n>              join n shard manifests into scores.jsonl, then write the summary
   --device <d>             cpu | cuda | webgpu (default: ${DEFAULTS.device})
+${PRECISION_HELP.replace(/^( +--\S+ \S+)/, "$1 ").replace(/^ {26}/gm, "                           ")}
   --threads <n>            intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
   --force                  recompute images already in scores.jsonl (embeddings stay cached)
   -h, --help               this help
@@ -518,6 +523,7 @@ if (import.meta.main) {
       "unique-token": { type: "string" }, dino: { type: "string" }, clip: { type: "string" },
       "encoder-feature": { type: "string", default: DEFAULTS.encoderFeature }, setting: { type: "string", default: DEFAULTS.setting },
       "ref-photo": { type: "string", default: DEFAULTS.refPhoto }, out: { type: "string" },
+      ...PRECISION_FLAG,
       batch: { type: "string", default: String(DEFAULTS.batch) }, shard: { type: "string" }, merge: { type: "string" },
       device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) },
       force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
@@ -527,6 +533,7 @@ if (import.meta.main) {
     if (v.bench && !existsSync(join(v.bench, "prompts_and_classes.txt"))) throw new UsageError(`--bench ${v.bench}: expected a DreamBench folder (one folder of photos per subject + prompts_and_classes.txt)`);
     const opts: EvalInput = {
       images: v.images, run: v.run, real: v.real ?? v.bench, prompts: v.prompts ?? (v.bench ? join(v.bench, "prompts_and_classes.txt") : undefined), uniqueToken: v["unique-token"], dino: v.dino, clip: v.clip,
+      precision: v.precision as Precision,
       encoderFeature: v["encoder-feature"], out: v.out, force: v.force, shard: v.shard ? parseShard(v.shard) : undefined,
       batch: Number(v.batch), threads: Number(v.threads), setting: v.setting as Setting, device: v.device as Device, refPhoto: v["ref-photo"],
     };

@@ -44,6 +44,7 @@ import { Staging } from "../lib/io/staging.ts";
 import { SAMPLERS, type SamplerName, imageSeed } from "../lib/diffusion/index.ts";
 import { MODEL_LAYOUT_HELP, checkImageSize, checkModels, loadDiffusionModel, loadIpAdapter, nativeSize } from "../lib/diffusion/model.ts";
 import { Pipeline } from "../lib/diffusion/pipeline.ts";
+import { PRECISIONS, PRECISION_FLAG, PRECISION_HELP, type Precision, withPrecision } from "../lib/graph/precision.ts";
 import { Rng } from "../lib/rng.ts";
 import { catalogueEntry, flatSceneForPrompt } from "../lib/tinyworld/catalogue.ts";
 import { renderCorrupted, renderReference } from "../lib/tinyworld/index.ts";
@@ -76,6 +77,8 @@ export interface GenerateOptions {
   /** tinyworld personalized mode: share of images with a planted local defect. */
   defectRate: number;
   shard?: Shard;
+  /** Compute dtype (lib/graph/precision.ts); like the device, not a setting that decides the images. */
+  precision: Precision;
   device: Device;
   threads: number;
   force: boolean;
@@ -85,6 +88,7 @@ export interface GenerateOptions {
 export type GenerateInput = Pick<GenerateOptions, "run" | "mode" | "model"> & Partial<GenerateOptions>;
 
 export const DEFAULTS = {
+  precision: "fp32",
   ipScale: 0.6, perReference: 1, pairPrompt: "reference", sampler: "ddim", steps: 30, guidance: 7.5, negativePrompt: "", seed: 0,
   batch: 1, defectRate: 0.5, device: "cpu", threads: 0, force: false,
 } as const satisfies Partial<GenerateOptions>;
@@ -94,6 +98,7 @@ export const RENDER_SIZE = 512;
 
 /** The options' schema: the CLI and run() check with it. */
 export const OPTIONS = type({
+  precision: type.enumerated(...PRECISIONS),
   run: "string > 0", mode: "'reference' | 'personalized'", model: "string > 0", "ipAdapter?": "string > 0", "imageEncoder?": "string > 0",
   ipScale: "number", perReference: "number.integer > 0", pairPrompt: type.enumerated(...PAIR_PROMPTS), sampler: type.enumerated(...SAMPLERS),
   steps: "number.integer > 0", guidance: "number >= 0", "width?": "number.integer > 0", "height?": "number.integer > 0", negativePrompt: "string",
@@ -141,7 +146,7 @@ const manifestOf = (run: string, mode: Mode) => (mode === "reference" ? runPaths
 export async function run(input: GenerateInput): Promise<{ generated: number; skipped: number; manifest: string }> {
   const o = resolveOptions<GenerateOptions>(OPTIONS, DEFAULTS, input);
   const root = existingRunDir(o.run);
-  return recordStep(root, stepName(o.mode), o, () => generate(o, root));
+  return withPrecision(o.precision, o.device, () => recordStep(root, stepName(o.mode), o, () => generate(o, root)));
 }
 
 async function generate(o: GenerateOptions, root: string): Promise<{ generated: number; skipped: number; manifest: string }> {
@@ -355,6 +360,7 @@ usage: bun scripts/generate-images.ts --run <dir> --mode reference|personalized 
   --shard <i/n>           this shard of the work (writes <manifest>.shard-i-of-n.jsonl; one process per shard)
   --merge <n>             join the n shard manifests, after checking that every image is there exactly once
   --device <d>            cpu | cuda | webgpu (default: ${DEFAULTS.device})
+${PRECISION_HELP}
   --threads <n>           intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
   --force                 redo every image; the old ones stay until the new ones are all done
   --check-models          list missing and mismatched tensors of the model (and IP-Adapter) folders, then exit
@@ -371,6 +377,7 @@ if (import.meta.main) {
       "pair-prompt": { type: "string", default: DEFAULTS.pairPrompt }, sampler: { type: "string", default: DEFAULTS.sampler }, steps: { type: "string", default: String(DEFAULTS.steps) },
       guidance: { type: "string", default: String(DEFAULTS.guidance) }, size: { type: "string" }, width: { type: "string" }, height: { type: "string" },
       "negative-prompt": { type: "string", default: "" }, seed: { type: "string", default: "0" }, batch: { type: "string", default: "1" },
+      ...PRECISION_FLAG,
       "defect-rate": { type: "string", default: String(DEFAULTS.defectRate) }, shard: { type: "string" }, merge: { type: "string" },
       device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: "0" },
       force: { type: "boolean", default: false }, "check-models": { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
@@ -406,6 +413,7 @@ if (import.meta.main) {
       guidance: num(v.guidance), width: num(v.width ?? v.size), height: num(v.height ?? v.size), negativePrompt: v["negative-prompt"], seed: num(v.seed),
       batch: num(v.batch), defectRate: num(v["defect-rate"]), device: v.device as Device, threads: num(v.threads), force: v.force,
       shard: v.shard ? parseShard(v.shard) : undefined,
+      precision: v.precision as Precision,
     });
     console.log(`generated ${r.generated} images (${r.skipped} already done) in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${r.manifest}`);
   });

@@ -31,6 +31,7 @@ import { Staging } from "../lib/io/staging.ts";
 import { checkShards } from "./generate-images.ts";
 import { type Featurizer, loadFeaturizer } from "../lib/models/featurizer.ts";
 import { writeHeatmapPng } from "../lib/patch/heatmap.ts";
+import { PRECISIONS, PRECISION_FLAG, PRECISION_HELP, type Precision, withPrecision } from "../lib/graph/precision.ts";
 import { backgroundMask, lowShare, normalizeQuality, qualityMaps, resizeMap } from "../lib/patch/quality.ts";
 
 export interface ScoreOptions {
@@ -50,6 +51,8 @@ export interface ScoreOptions {
   normalization: "clamp" | "minmax";
   batch: number;
   shard?: Shard;
+  /** Compute dtype of the graphs lib/graph builds (lib/graph/precision.ts; default fp32); exported ONNX encoders run as exported. */
+  precision?: Precision;
   device: Device;
   threads: number;
   force: boolean;
@@ -66,6 +69,7 @@ export type ScoreInput = Partial<ScoreOptions>;
 
 /** The options' schema: the CLI and run() check with it. */
 export const OPTIONS = type({
+  "precision?": type.enumerated(...PRECISIONS),
   "run?": "string > 0", "pairs?": "string > 0", "out?": "string > 0", encoder: "string > 0", "featureLayer?": "string > 0",
   latentGrid: "number.integer > 0", lowThreshold: "0 <= number <= 1", normalization: "'clamp' | 'minmax'", batch: "number.integer > 0",
   "shard?": { index: "number.integer >= 0", count: "number.integer > 0" }, device: type.enumerated(...DEVICES), threads: "number.integer >= 0", force: "boolean",
@@ -118,7 +122,7 @@ export async function run(input: ScoreInput): Promise<{ scored: number; skipped:
   if (o.run && o.out) throw new UsageError("--out is for --pairs; with --run the scores go into the run directory");
   const outDir = o.run ? existingRunDir(o.run) : resolve(o.out ?? dirname(resolve(o.pairs!)));
   const { featurizer: _f, ...recorded } = o;
-  return recordStep(outDir, "score-patches", recorded, () => score(o, outDir));
+  return withPrecision(o.precision ?? "fp32", o.device, () => recordStep(outDir, "score-patches", recorded, () => score(o, outDir)));
 }
 
 async function score(o: ScoreOptions, outDir: string): Promise<{ scored: number; skipped: number; manifest: string }> {
@@ -293,6 +297,7 @@ usage: bun scripts/score-patches.ts (--run <dir> | --pairs <file.jsonl> [--out <
   --shard <i/n>           score only shard i of n (writes patch-scores.shard-i-of-n.jsonl)
   --merge <n>             join n shard manifests into patch-scores.jsonl and exit
   --device <d>            cpu | cuda | webgpu (default: ${DEFAULTS.device})
+${PRECISION_HELP}
   --threads <n>           intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
   --force                 rescore pairs already in the manifest
   -h, --help              this help`;
@@ -306,6 +311,7 @@ if (import.meta.main) {
       "low-threshold": { type: "string", default: String(DEFAULTS.lowThreshold) },
       normalization: { type: "string", default: DEFAULTS.normalization },
       batch: { type: "string", default: String(DEFAULTS.batch) },
+      ...PRECISION_FLAG,
       shard: { type: "string" }, merge: { type: "string" },
       device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) },
       force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
@@ -320,6 +326,7 @@ if (import.meta.main) {
     const t0 = performance.now();
     const res = await run({
       run: v.run, pairs: v.pairs, out: v.out, encoder: v.encoder, featureLayer: v["feature-layer"], force: v.force,
+      precision: v.precision as Precision,
       shard: v.shard ? parseShard(v.shard) : undefined, latentGrid: Number(v["latent-grid"]), lowThreshold: Number(v["low-threshold"]),
       batch: Number(v.batch), threads: Number(v.threads), normalization: v.normalization as ScoreOptions["normalization"], device: v.device as Device,
     });

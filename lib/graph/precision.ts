@@ -98,6 +98,26 @@ export function usePrecision(precision: Precision, device: string, log: (line: s
   };
 }
 
+/**
+ * Runs `fn` (a script's step) with `precision` set for every graph it compiles, then restores the
+ * previous setting. Checks the pair first: bf16 on cpu is refused before any work starts. (One
+ * setting per process: two steps that overlap in one process must use the same precision.)
+ */
+export async function withPrecision<T>(precision: Precision, device: string, fn: () => Promise<T>, log?: (line: string) => void): Promise<T> {
+  const restore = usePrecision(precision, device, log);
+  try {
+    return await fn();
+  } finally {
+    restore();
+  }
+}
+
+/** The flag, for the scripts' parseArgs options and help. */
+export const PRECISION_FLAG = { precision: { type: "string", default: "fp32" } } as const;
+export const PRECISION_HELP = `  --precision <p>         compute dtype: fp32 | fp16 (matmuls and convs in fp16; softmax, norms,
+                          reductions and the loss in fp32; fp32 weights and gradients at the edges)
+                          | bf16 (MatMul/Gemm in bf16; cuda only) (default: fp32; README "Precision")`;
+
 const autoName = /^_\d+$/;
 const cached = new WeakMap<Tensor, Map<string, Record<string, Tensor>>>();
 
