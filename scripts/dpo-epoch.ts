@@ -73,6 +73,7 @@ import { type CfgDropout, CFG_DROPOUT, DiffusionTrainer, type PairExample, saveI
 import { DPO_DEFAULTS, OBJECTIVES, type Objective } from "../lib/train/objectives.ts";
 import { STATE_WHERE, type StateWhere } from "../lib/train/resident.ts";
 import { type ScheduleName, learningRate } from "../lib/train/schedule.ts";
+import { type Precision, planDpoEpoch } from "../lib/train/plan.ts";
 
 export const TRAIN_SETS = ["ip", "ip+proj"] as const;
 export { STATE_WHERE, type StateWhere };
@@ -717,6 +718,11 @@ usage: bun scripts/dpo-epoch.ts --run <dir> --model <folder> --ip-adapter <file>
                           (gradients come down, AdamW on the host) | auto = device on webgpu with one process, host
                           elsewhere (default: ${DEFAULTS.state})
   --threads <n>           intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
+  --plan                  print the predicted peak memory of a step for these flags (model, --size, --batch,
+                          --objective, --train, --device, --precision) from configs and file headers only: no
+                          weights read, no step run (lib/train/plan.ts; README "Memory planner"); --ip-adapter may
+                          name a preset (ip-adapter-plus-sdxl, ip-adapter-plus-sd15) instead of a file
+  --precision <p>         --plan only, for now: fp32 | fp16 | bf16 (default: fp32); training runs in fp32
   -h, --help              this help
 
 Writes train/train-log.jsonl (step, loss, lr, epoch, gradNorm, seconds and the objective's logs:
@@ -742,6 +748,7 @@ if (import.meta.main) {
         "save-every": { type: "string", default: String(DEFAULTS.saveEvery) }, "max-steps": { type: "string" }, "stop-at": { type: "string" },
         resume: { type: "boolean", default: false }, force: { type: "boolean", default: false },
         device: { type: "string", default: DEFAULTS.device }, state: { type: "string", default: DEFAULTS.state }, threads: { type: "string", default: String(DEFAULTS.threads) },
+        plan: { type: "boolean", default: false }, precision: { type: "string", default: "fp32" },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -754,6 +761,14 @@ if (import.meta.main) {
     }
     if (v.help) return console.log(HELP);
     const num = (x: string | undefined) => (x === undefined ? undefined : Number(x));
+    if (v.plan) {
+      // Shapes only: no run directory, no weights read, no session (lib/train/plan.ts).
+      for (const [flag, x] of [["--model", v.model], ["--ip-adapter", v["ip-adapter"]], ["--image-encoder", v["image-encoder"]]] as const) if (!x) throw new UsageError(`--plan needs ${flag}\n\n${HELP}`);
+      return console.log(planDpoEpoch({
+        model: v.model!, ipAdapter: v["ip-adapter"]!, imageEncoder: v["image-encoder"]!, objective: v.objective as Objective, batch: Number(v.batch), size: num(v.size),
+        train: v.train!, trainable: TRAIN_SETS.includes(v.train as TrainSet) ? trainableFor(v.train as TrainSet) : undefined, ipScale: Number(v["ip-scale"]), device: v.device!, precision: v.precision as Precision,
+      }).text);
+    }
     const t0 = performance.now();
     const res = await run({
       run: v.run!, model: v.model!, ipAdapter: v["ip-adapter"]!, imageEncoder: v["image-encoder"]!, objective: v.objective as Objective, epoch: num(v.epoch),

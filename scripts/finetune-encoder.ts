@@ -54,6 +54,7 @@ import { latestCheckpoint, loadCheckpoint, restoreOptimizer, saveCheckpoint } fr
 import { infoNCE } from "../lib/train/infonce.ts";
 import { type ScheduleName, learningRate } from "../lib/train/schedule.ts";
 import { type ViewPair, type ViewOptions, VIEW_DEFAULTS, viewPairs } from "../lib/train/views.ts";
+import { type Precision, planFinetuneEncoder } from "../lib/train/plan.ts";
 
 export interface FinetuneOptions {
   /** Folder(s) of images (searched recursively: jpg, jpeg, png, webp). */
@@ -590,6 +591,10 @@ usage: bun scripts/finetune-encoder.ts (--images <folder> | --run <dir>) [option
                           and accumulation in the training graph; weights down only for checkpoints) | host | auto =
                           device on webgpu with one process, host elsewhere (default: ${DEFAULTS.state})
   --threads <n>           intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
+  --plan                  print the predicted peak memory of a step for these flags (--encoder, --batch,
+                          --image-size, --train-blocks, --device, --precision) from shapes only: no step run
+                          (lib/train/plan.ts; README "Memory planner")
+  --precision <p>         --plan only, for now: fp32 | fp16 | bf16 (default: fp32); training runs in fp32
   -h, --help              this help
 
 Writes <out>/weights.safetensors (trained weights only, in the encoder's key layout), optimizer.safetensors,
@@ -614,10 +619,19 @@ if (import.meta.main) {
       "save-every": { type: "string", default: String(DEFAULTS.saveEvery) }, resume: { type: "boolean", default: false },
       "stop-at": { type: "string" }, force: { type: "boolean", default: false },
       device: { type: "string", default: DEFAULTS.device }, state: { type: "string", default: DEFAULTS.state }, threads: { type: "string", default: String(DEFAULTS.threads) },
+      plan: { type: "boolean", default: false }, precision: { type: "string", default: "fp32" },
       help: { type: "boolean", short: "h", default: false },
     }, HELP);
     if (v.help) return console.log(HELP);
     const num = (x: string | undefined) => (x === undefined ? undefined : Number(x));
+    if (v.plan) {
+      // Shapes only: no images read, no step run (lib/train/plan.ts).
+      const ge = loadGraphEncoder(v.encoder!);
+      return console.log(planFinetuneEncoder({
+        encoder: ge.encoder, source: ge.source, trainable: trainableWeights(ge.encoder, Number(v["train-blocks"]), v["feature-layer"]), featureLayer: v["feature-layer"],
+        batch: Number(v.batch), imageSize: num(v["image-size"]), matches: Number(v.matches), temperature: Number(v.temperature), device: v.device!, precision: v.precision as Precision,
+      }).text);
+    }
     const t0 = performance.now();
     const res = await run({
       images: v.images, run: v.run, encoder: v.encoder, featureLayer: v["feature-layer"], out: v.out, name: v.name, resume: v.resume, force: v.force,
