@@ -10,6 +10,7 @@
 
 import { type Graph, type Node, Tensor, topoSort, int, str } from "./graph.ts";
 import * as O from "./ops.ts";
+import { GELU_ENDS } from "./ops.ts";
 import { graphSegments, type Segment } from "./recompute.ts";
 import { fmt, product, sameShape } from "./shape.ts";
 
@@ -474,6 +475,7 @@ export function grad(loss: Tensor, wrt: Tensor[], seed?: Tensor, opts: GradOptio
     lastGrad = gt;
   };
   let lastGrad: Tensor | null = null;
+  let consumers: Map<Tensor, number> | undefined;
   const recompute = recomputer(g, opts.recompute ?? false, () => lastGrad);
   const total = (t: Tensor): Tensor | null => {
     const l = grads.get(t);
@@ -489,6 +491,7 @@ export function grad(loss: Tensor, wrt: Tensor[], seed?: Tensor, opts: GradOptio
     if (!need.some(Boolean)) continue;
     const gys = n.outputs.map(total);
     if (gys.every((x) => x === null)) continue;
+    if (GELU_ENDS.has(n) && geluGrad(n, recompute(n), gys[0]!, consumers ??= countConsumers(nodes), push)) continue;
     const r = RULES[n.op];
     if (!r) throw new Error(`autodiff: no gradient rule for ${n.op} (differentiable ops: ${differentiableOps().join(", ")})`);
     // In a recomputed segment the rule reads the recomputed copy of the node; gradients still
@@ -501,6 +504,43 @@ export function grad(loss: Tensor, wrt: Tensor[], seed?: Tensor, opts: GradOptio
     });
   }
   return wrt.map((t) => total(t));
+}
+
+function countConsumers(nodes: Node[]): Map<Tensor, number> {
+  const c = new Map<Tensor, number>();
+  for (const n of nodes) for (const x of n.inputs) if (x) c.set(x, (c.get(x) ?? 0) + 1);
+  return c;
+}
+
+/**
+ * The gradient of an erf GELU built by ops.gelu (n: its last node, Mul(m, 0.5) with m = x * A,
+ * A = 1 + erf(u), u = x / sqrt 2) as one expression of x alone:
+ *   d/dx = 0.5 (1 + erf(u) + sqrt(2/pi) x exp(-u^2)),  u = x / sqrt 2.
+ * Reading only x (not the forward's u, erf(u), A) leaves the forward's five nodes with one reader
+ * each, so ONNX Runtime fuses them into its one-pass Gelu kernel (com.microsoft.Gelu, CPU, CUDA
+ * and WebGPU) and no longer keeps three full-size intermediates alive until the backward. Per
+ * GELU, ORT runs 13 kernels instead of 16 (forward 1 + backward 12 vs 5 + 11); measured 1.22x on
+ * GELU forward + backward over [8, 197, 1536] (bench/gelu-grad.ts). Pushes x's gradient and
+ * returns true, or returns false (the per-node rules run) when an inner tensor of the pattern has
+ * another reader or the pattern was changed. `rn` is the node whose x to read (its recomputed
+ * copy under recompute).
+ */
+function geluGrad(n: Node, rn: Node, gy: Tensor, consumers: Map<Tensor, number>, push: (t: Tensor, g: Tensor) => void): boolean {
+  const inner = (t: Tensor | null | undefined, op: string) => (t?.node?.op === op && consumers.get(t) === 1 ? t.node : undefined);
+  const m = inner(n.inputs[0], "Mul");
+  const add = inner(m?.inputs[1], "Add");
+  const erf = inner(add?.inputs[0], "Erf");
+  const div = inner(erf?.inputs[0], "Div");
+  const x = m?.inputs[0];
+  if (!m || !add || !erf || !div || !x || div.inputs[0] !== x) return false;
+  // x in the node the rule reads (a recomputed copy has the same structure).
+  const rx = rn.inputs[0]!.node!.inputs[0]!;
+  const u = O.mul(rx, Math.SQRT1_2);
+  const A = O.add(O.erf(u), 1);
+  const e = O.exp(O.neg(O.mul(u, u)));
+  const d = O.add(A, O.mul(O.mul(rx, e), Math.sqrt(2 / Math.PI)));
+  push(x, O.mul(O.mul(gy, d), 0.5));
+  return true;
 }
 
 export interface GradOptions {

@@ -3,7 +3,7 @@
 // Composite ops (gelu, silu, groupNorm, attention) are written out in standard ops so that the
 // autodiff pass only ever sees primitives, and ONNX Runtime's fusions can still recognise them.
 
-import { type DType, type Graph, Tensor, float, int, ints, str, type Attr } from "./graph.ts";
+import { type DType, type Graph, type Node, Tensor, float, int, ints, str, type Attr } from "./graph.ts";
 import { broadcastShapes, fmt, normAxis, product, sameShape } from "./shape.ts";
 
 export type Operand = Tensor | number;
@@ -113,9 +113,18 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
   return one(cond.graph, "Where", [cond, x, y], {}, broadcastShapes("Where", cond.shape, x.shape, y.shape), x.dtype);
 }
 
+/**
+ * The last node (the Mul by 0.5) of each erf GELU that `gelu` built: autodiff gives the pattern
+ * one gradient expression of x alone (lib/graph/autodiff.ts geluGrad) instead of differentiating
+ * its five nodes one by one, so that ONNX Runtime still fuses the forward into one Gelu kernel.
+ */
+export const GELU_ENDS = new WeakSet<Node>();
+
 /** Gaussian error linear unit, exact (erf) form: the pattern ONNX Runtime fuses into one Gelu kernel. */
 export function gelu(x: Tensor): Tensor {
-  return mul(mul(x, add(erf(div(x, Math.SQRT2)), 1)), 0.5);
+  const y = mul(mul(x, add(erf(div(x, Math.SQRT2)), 1)), 0.5);
+  GELU_ENDS.add(y.node!);
+  return y;
 }
 
 /** GELU, tanh approximation (OpenAI CLIP's "quick" variants use sigmoid; see quickGelu). */
