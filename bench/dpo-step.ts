@@ -28,6 +28,7 @@ import { Rng } from "../lib/rng.ts";
 import { AdamW } from "../lib/train/adamw.ts";
 import { objective } from "../lib/train/objectives.ts";
 import { median } from "./timing.ts";
+import { countFlops, flopFields } from "./flops.ts";
 
 const { values } = parseArgs({
   options: {
@@ -114,6 +115,11 @@ const ref = kind === "patch-dpo" ? build(false) : null;
 const trainC = await G.compile(train.outputs, { threads });
 const refC = ref ? await G.compile(ref.outputs, { threads }) : null;
 const stepFlops = flops(train.g) + (ref ? flops(ref.g) : 0);
+// Forward / backward of the training graph apart (bench/flops.ts). Time: the frozen twin's session
+// is a forward-only session of the same model on the same rows, so its run time is the forward's;
+// the backward's is the training session's run time minus it (patch-dpo only: mse has no twin).
+const split = countFlops(train.outputs, [train.outputs.loss!]);
+const refRun: number[] = [], trainRun: number[] = [];
 
 // Time inside ONNX Runtime's session.run (the rest of a step is host-side work).
 let inSession = 0;
@@ -148,9 +154,13 @@ const common = { noisy: x.noisy, timestep: x.timestep, encoder_hidden_states: x.
 const trainInputs = trainC.inputs.map((i) => i.name);
 async function step(): Promise<number> {
   const extra: Record<string, Float32Array> = {};
+  const t0 = performance.now();
   if (refC) extra.ref_pred = (await refC.run({ ...common, ...frozenIp })).pred as Float32Array;
+  const t1 = performance.now();
   const all: Record<string, Float32Array> = { ...common, ...Object.fromEntries(weights), target: x.target, q_ref: x.q_ref, q_gen: x.q_gen, ...extra };
   const r = await trainC.run(Object.fromEntries(trainInputs.map((n) => [n, all[n]!]))); // mse's graph has no q maps
+  refRun.push((t1 - t0) / 1000);
+  trainRun.push((performance.now() - t1) / 1000);
   const grads = new Map([...weights.keys()].map((n) => [n, r[`grad:${n}`] as Float32Array]));
   opt.step(weights, grads);
   return (r.loss as Float32Array)[0]!;
@@ -180,6 +190,7 @@ if (kind === "patch-dpo") {
 const result: Record<string, unknown> = {
   seconds: median(times), peakRssMB: process.resourceUsage().maxRSS / 1024, gflops: stepFlops / 1e9,
   loss0: losses[0], loss1: losses[1], hostShare: hostMs / totalMs, latent: h,
+  ...flopFields(split, refC ? { forward: median(refRun.slice(1)), backward: median(trainRun.slice(1)) - median(refRun.slice(1)) } : { forward: NaN }),
 };
 const mseIters = Number(values["mse-iters"]);
 if (kind === "patch-dpo" && mseIters > 0) {

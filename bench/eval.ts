@@ -18,7 +18,10 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { featureEmbedder } from "../lib/eval/embeddings.ts";
-import { RAW_ENCODER } from "../lib/models/featurizer.ts";
+import { RAW_ENCODER, loadGraphEncoder } from "../lib/models/featurizer.ts";
+import * as G from "../lib/graph/index.ts";
+import { Params } from "../lib/nn/params.ts";
+import { countFlops, flopFields } from "./flops.ts";
 import { imageScore } from "../lib/eval/metrics.ts";
 import { type RgbImage, loadImage, resizeBicubic, writePng } from "../lib/io/images.ts";
 import { writeSafetensors } from "../lib/io/safetensors.ts";
@@ -84,5 +87,10 @@ if (import.meta.main) {
 
   const seconds = (await timeIt(score, Number(values.iters))) / N;
   process.stderr.write(`eval bench (ours, ${N} images, ${threads} threads): ${(1 / seconds).toFixed(1)} images/s\n`);
-  console.log(JSON.stringify({ seconds, peakRssMB: process.resourceUsage().maxRSS / 1024, imagesPerSecond: 1 / seconds, images: N }));
+  // FLOPs per image: the embedder's graph (lib/eval/embeddings.ts graphEmbedder) built once more to count it.
+  const ge = loadGraphEncoder(RAW_ENCODER);
+  const g = new G.Graph();
+  const S = ge.encoder.imageSize;
+  const split = countFlops([ge.encoder.forward(new Params(g, ge.source), g.input("images", [1, 3, S, S])).global!]);
+  console.log(JSON.stringify({ seconds, peakRssMB: process.resourceUsage().maxRSS / 1024, imagesPerSecond: 1 / seconds, images: N, gflops: split.forward / 1e9, ...flopFields(split, { forward: seconds }) }));
 }

@@ -61,11 +61,18 @@ const gflops = ours[0]!.gflops;
 const cpu = cpus()[0]?.model ?? "unknown CPU";
 const command = `make bench-${name}  # = bun bench/run.ts ${name} --rounds ${values.rounds} --threads ${threads} --iters ${values.iters}`;
 // Extra numeric fields both sides report (e.g. dpo-step's mseSeconds), as medians.
-const both = Object.keys(ours[0]!).filter((k) => !["seconds", "peakRssMB", "gflops"].includes(k) && typeof ours[0]![k] === "number" && typeof ref[0]![k] === "number" && !/loss/i.test(k));
+const both = Object.keys(ours[0]!).filter((k) => !["seconds", "peakRssMB", "gflops"].includes(k) && !/^(fwd|bwd)(Gflop|Seconds)$/.test(k) && typeof ours[0]![k] === "number" && typeof ref[0]![k] === "number" && !/loss/i.test(k));
 const extras = both.map((k) => `${k} ours ${median(ours.map((x) => x[k] as number)).toPrecision(4)} / ref ${median(ref.map((x) => x[k] as number)).toPrecision(4)}`);
 const oursOnly = Object.keys(ours[0]!).filter((k) => /share/i.test(k) && typeof ours[0]![k] === "number").map((k) => `ours ${k} ${median(ours.map((x) => x[k] as number)).toFixed(3)}`);
 const load = `load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`;
-const util = gflops ? ` | ours ${(gflops / oursS).toFixed(1)} GFLOP/s, PyTorch ${(gflops / refS).toFixed(1)} GFLOP/s` : "";
+// Effective GFLOP/s of our forward and backward graphs apart (bench/flops.ts: fwdGflop / bwdGflop
+// counted from the graph, fwdSeconds / bwdSeconds measured by the bench; see each bench for how).
+const part = (p: "fwd" | "bwd") => {
+  const gf = ours[0]![`${p}Gflop`], secs = ours.map((x) => x[`${p}Seconds`]).filter((v): v is number => typeof v === "number");
+  return typeof gf === "number" && secs.length ? `${p} ${(gf / median(secs)).toFixed(1)} GFLOP/s (${gf.toPrecision(4)} GFLOP in ${median(secs).toFixed(3)} s)` : undefined;
+};
+const parts = [part("fwd"), part("bwd")].filter(Boolean);
+const util = (gflops ? ` | ours ${(gflops / oursS).toFixed(1)} GFLOP/s, PyTorch ${(gflops / refS).toFixed(1)} GFLOP/s` : "") + (parts.length ? `; ours ${parts.join(", ")}` : "");
 const line = `| ${new Date().toISOString().slice(0, 16)} | ${name} | ${oursS.toFixed(4)} s | ${refS.toFixed(4)} s | **${speed.toFixed(2)}x** | ${oursMem.toFixed(0)} MB / ${refMem.toFixed(0)} MB = ${memory.toFixed(2)}${util} | ${threads} threads, ${cpus().length}x ${cpu}, ${load}${[...extras, ...oursOnly].map((e) => `; ${e}`).join("")} | \`${command}\` |\n`;
 if (!values["no-record"]) {
   const path = "bench/RESULTS.md";
@@ -74,5 +81,5 @@ if (!values["no-record"]) {
   }
   appendFileSync(path, line);
 }
-for (const e of [...extras, ...oursOnly, load]) console.log(e);
+for (const e of [...extras, ...oursOnly, ...parts, load]) console.log(e);
 console.log(`ratio ${name} speed=${speed.toFixed(3)} memory=${memory.toFixed(3)}`);

@@ -19,6 +19,7 @@ import { unetConfigFromJson, unetForward, unetParamShapes } from "../lib/models/
 import { initWeights } from "../lib/nn/init.ts";
 import { Params, SafetensorsSource } from "../lib/nn/params.ts";
 import { Rng } from "../lib/rng.ts";
+import { countFlops, flopFields } from "./flops.ts";
 import { timeIt } from "./timing.ts";
 
 const { values } = parseArgs({
@@ -168,4 +169,4 @@ await writeSafetensors(IO, {
   noise_pred: { dtype: "F32", shape: [B, config.outChannels, S, S], data: pred },
   guided: { dtype: "F32", shape: [1, config.outChannels, S, S], data: guided },
 }, { guidance_scale: String(scale) });
-console.log(JSON.stringify({ seconds, peakRssMB: process.resourceUsage().maxRSS / 1024, gflops: forwardFlops() / 1e9 }));
+console.log(JSON.stringify({ seconds, peakRssMB: process.resourceUsage().maxRSS / 1024, gflops: forwardFlops() / 1e9, ...flopFields(countFlops(outputs), { forward: seconds }) }));

@@ -29,6 +29,7 @@ import { loadMobileNetV2 } from "../lib/models/mobilenet.ts";
 import { Params } from "../lib/nn/params.ts";
 import { backgroundMask, maskPenalty, qualityGraph, qualityMaps, qualityMapsBatch } from "../lib/patch/quality.ts";
 import { Rng } from "../lib/rng.ts";
+import { countFlops, flopFields } from "./flops.ts";
 import { timeIt } from "./timing.ts";
 
 const { values } = parseArgs({
@@ -167,5 +168,9 @@ if (import.meta.main) {
   }
   const [variant, seconds] = Object.entries(times).sort((a, b) => a[1] - b[1])[0]!;
   process.stderr.write(`score-patches bench (ours, ${N} pairs, ${threads} threads): ${Object.entries(times).map(([k, t]) => `${k} ${(1 / t).toFixed(1)} pairs/s`).join(", ")}\n`);
-  console.log(JSON.stringify({ seconds, peakRssMB: process.resourceUsage().maxRSS / 1024, pairsPerSecond: 1 / seconds, variant, pairs: N }));
+  // FLOPs per pair: the fused graph's encoder + quality matmuls over N pairs (the loops / batch
+  // variants run the same encoder).
+  const split = countFlops({ qGen: q.qGen, qRef: q.qRef, pooled: out.global! });
+  split.forward /= N;
+  console.log(JSON.stringify({ seconds, peakRssMB: process.resourceUsage().maxRSS / 1024, pairsPerSecond: 1 / seconds, variant, pairs: N, gflops: split.forward / 1e9, ...flopFields(split, { forward: seconds }) }));
 }

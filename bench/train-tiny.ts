@@ -26,6 +26,8 @@ import { learningRate } from "../lib/train/schedule.ts";
 import { catalogueSplit, tinyCorpus } from "../lib/tinyworld/catalogue.ts";
 import { DEFAULTS, TINY_PROJECTION, TINY_SIZE, example, referencePool, tinySpec } from "../scripts/pretrain-tiny.ts";
 import { median, timeIt } from "./timing.ts";
+import { countFlops, flopFields } from "./flops.ts";
+import * as G from "../lib/graph/index.ts";
 
 const { values } = parseArgs({ options: { threads: { type: "string", default: "2" }, iters: { type: "string", default: "3" }, batch: { type: "string", default: String(DEFAULTS.batch) } } });
 const threads = Number(values.threads);
@@ -63,6 +65,7 @@ let step = 0;
 let loss = NaN;
 let pairs: PairExample[] = [];
 let rng = new Rng(0);
+let lastFeeds: G.Feeds = {};
 function nextBatch() {
   const t0 = performance.now();
   rng = new Rng((seed * 1_000_003 + step) >>> 0);
@@ -71,7 +74,7 @@ function nextBatch() {
 }
 async function trainStep() {
   const t0 = performance.now();
-  const feeds = await trainer.prepare(pairs, rng);
+  const feeds = (lastFeeds = await trainer.prepare(pairs, rng));
   const t1 = performance.now();
   const r = await trainer.step(feeds, weights);
   const t2 = performance.now();
@@ -94,7 +97,20 @@ const seconds = await timeIt(trainStep, Number(values.iters));
 const med = (xs: number[]) => median(xs.slice(1));
 const prepareSeconds = med(parts.prepare), runSeconds = med(parts.run), clipSeconds = med(parts.clip), adamwSeconds = med(parts.adamw);
 console.error(`train-tiny (ours): ${params} trainable parameters, ${2 * batch} UNet rows, loss ${loss.toFixed(4)}; per step ${seconds.toFixed(3)} s = prepare ${prepareSeconds.toFixed(3)} + session ${runSeconds.toFixed(3)} + guard/clip ${clipSeconds.toFixed(3)} + AdamW ${adamwSeconds.toFixed(3)} s (pairs made outside: ${med(parts.batch).toFixed(3)} s)`);
+const peakRssMB = process.resourceUsage().maxRSS / 1024;
+// Forward / backward split (bench/flops.ts): FLOPs from the training graph's nodes (forward = what
+// the loss needs); the forward's time from a forward-only session of the same graph (loss only,
+// same feeds), run after the peak RSS is read; the backward's = the session's run time minus that.
+const train = await (trainer as unknown as { train: Promise<G.Compiled> }).train;
+const lossT = train.lowered.outputs.get("loss")!;
+const split = countFlops(Object.fromEntries(train.lowered.outputs), [lossT]);
+const fwd = await G.compile({ loss: lossT }, { threads, memArena: true });
+const fwdFeeds: G.Feeds = { ...lastFeeds };
+for (const t of trainer.trainables) fwdFeeds[t.tensor.name] = weights.get(t.name)!;
+const wanted = new Set(fwd.inputs.map((i) => i.name));
+const fwdSeconds = await timeIt(() => fwd.run(Object.fromEntries(Object.entries(fwdFeeds).filter(([k]) => wanted.has(k)))), Number(values.iters));
 console.log(JSON.stringify({
-  seconds, peakRssMB: process.resourceUsage().maxRSS / 1024, params, rows: 2 * batch,
+  seconds, peakRssMB, params, rows: 2 * batch, gflops: (split.forward + split.backward) / 1e9,
+  ...flopFields(split, { forward: fwdSeconds, backward: runSeconds - fwdSeconds }),
   prepareSeconds, runSeconds, clipSeconds, adamwSeconds, hostShare: (prepareSeconds + clipSeconds + adamwSeconds) / seconds, batchSeconds: med(parts.batch),
 }));

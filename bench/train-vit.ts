@@ -7,7 +7,8 @@ import { vitForward } from "../lib/models/vit.ts";
 import { Params } from "../lib/nn/params.ts";
 import { Rng } from "../lib/rng.ts";
 import { AdamW } from "../lib/train/adamw.ts";
-import { timeIt } from "./timing.ts";
+import { countFlops, flopFields } from "./flops.ts";
+import { median, timeIt } from "./timing.ts";
 import { VIT_S16, randomVitWeights } from "./vit-forward.ts";
 
 const { values } = parseArgs({ options: { threads: { type: "string", default: "2" }, iters: { type: "string", default: "3" }, batch: { type: "string", default: "8" } } });
@@ -27,9 +28,20 @@ const compiled = await G.compile(outputs, { threads: Number(values.threads) });
 const weights = new Map(names.map((n) => [n, Float32Array.from(source.float32(n))]));
 const opt = new AdamW({ lr: 1e-4, weightDecay: 0.01 });
 const x = new Rng(1).normals(batch * 3 * 224 * 224);
+const runTimes: number[] = [];
 async function step() {
+  const t0 = performance.now();
   const r = await compiled.run({ images: x, ...Object.fromEntries(weights) });
+  runTimes.push((performance.now() - t0) / 1000);
   opt.step(weights, new Map(names.map((n) => [n, r[`grad:${n}`] as Float32Array])));
 }
 const seconds = await timeIt(step, Number(values.iters));
-console.log(JSON.stringify({ seconds, peakRssMB: process.resourceUsage().maxRSS / 1024 }));
+const peakRssMB = process.resourceUsage().maxRSS / 1024;
+// Forward / backward split (bench/flops.ts): FLOPs from the graph's nodes; time of the forward
+// from a forward-only session of the same model (loss only), after the step's peak RSS is read;
+// the backward is the training session's run time minus that.
+const split = countFlops(outputs, [loss]);
+const fwd = await G.compile({ loss }, { threads: Number(values.threads) });
+const fwdSeconds = await timeIt(() => fwd.run({ images: x, ...Object.fromEntries(weights) }), Number(values.iters));
+const runSeconds = median(runTimes.slice(1));
+console.log(JSON.stringify({ seconds, peakRssMB, gflops: (split.forward + split.backward) / 1e9, runSeconds, ...flopFields(split, { forward: fwdSeconds, backward: runSeconds - fwdSeconds }) }));

@@ -5,10 +5,9 @@ import * as G from "../lib/graph/index.ts";
 import { vitForward, vitParamShapes, type ViTConfig } from "../lib/models/vit.ts";
 import { MemorySource, Params } from "../lib/nn/params.ts";
 import { Rng } from "../lib/rng.ts";
+import { countFlops, flopFields } from "./flops.ts";
 import { timeIt } from "./timing.ts";
 
-const { values } = parseArgs({ options: { threads: { type: "string", default: "2" }, iters: { type: "string", default: "5" }, batch: { type: "string", default: "8" } } });
-const batch = Number(values.batch);
 
 export const VIT_S16: ViTConfig = {
   layout: "vit", hiddenSize: 384, numLayers: 12, numHeads: 6, intermediateSize: 1536, patchSize: 16,
@@ -29,6 +28,8 @@ export function randomVitWeights(c: ViTConfig, seed: number): MemorySource {
 }
 
 if (import.meta.main) {
+  const { values } = parseArgs({ options: { threads: { type: "string", default: "2" }, iters: { type: "string", default: "5" }, batch: { type: "string", default: "8" } } });
+  const batch = Number(values.batch);
   const g = new G.Graph();
   const images = g.input("images", [batch, 3, 224, 224]);
   const out = vitForward(new Params(g, randomVitWeights(VIT_S16, 0)), images, VIT_S16);
@@ -38,5 +39,6 @@ if (import.meta.main) {
   // Forward FLOPs: 2 * MACs of the matmuls (attention included); norms and softmax are small.
   const L = 197, C = 384, F = 1536;
   const flops = batch * (12 * 2 * (L * C * 3 * C + 2 * L * L * C + L * C * C + 2 * L * C * F) + 2 * 196 * 768 * C);
-  console.log(JSON.stringify({ seconds, peakRssMB: process.resourceUsage().maxRSS / 1024, gflops: flops / 1e9 }));
+  // The same count from the graph's own nodes (bench/flops.ts), as every bench reports it.
+  console.log(JSON.stringify({ seconds, peakRssMB: process.resourceUsage().maxRSS / 1024, gflops: flops / 1e9, ...flopFields(countFlops({ hidden: out.lastHiddenState }), { forward: seconds }) }));
 }
