@@ -90,7 +90,7 @@ for (const c of cases) {
       const plan = planFinetuneStep({
         encoder: ge.encoder, source: ge.source, trainable: trainableWeights(ge.encoder, 2), batch, imageSize: ge.encoder.imageSize, matches: 0, temperature: 0.07, evalBatch: 8, precision: "fp32",
       });
-      report(`${c} --batch ${batch}`, cmd.join(" "), plan, m, "the embedded MobileNetV2's decoded weights are part of the process here (~40 MB, not in the calibration)");
+      report(`${c} --batch ${batch}`, cmd.join(" "), plan, m);
     }
   } else if (c === "dpo-epoch") {
     // scripts/dpo-epoch.ts on a copy of the demo run (tiny world, patch-dpo, batch 4 pairs, 2 steps).

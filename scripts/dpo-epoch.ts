@@ -779,6 +779,7 @@ if (import.meta.main) {
       // One JSON line per step for logs; a person at a terminal gets the progress bar instead.
       onStep: process.stderr.isTTY ? undefined : (row) => console.log(JSON.stringify(row)),
     });
+        recompute: (v as Record<string, unknown>).recompute === true, // once the script has --recompute
     if (world().rank !== 0) return;
     if (res.alreadyDone) return console.log(`epoch ${res.epoch} had already finished (${res.endStep - res.startStep} steps) -> ${res.out}`);
     const loss = (x?: number) => (x === undefined ? "n/a" : x.toPrecision(4));

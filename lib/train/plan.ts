@@ -19,9 +19,10 @@
 //                     context allowance. The host then holds the process, the float32 copies,
 //                     AdamW and gradients.
 //
-// Precision: fp32 builds the graphs as the trainer does today. fp16 / bf16 count every floating
-// tensor of the graphs (weights, activations, fed inputs) at 2 bytes, with float32 master weights,
-// gradients and AdamW moments on the host: a model of mixed-precision training, not a measured run.
+// Precision: each graph goes through lib/graph/precision.ts's autocast, as compile() does, so fp16 /
+// bf16 tensors are counted at 2 bytes where autocast puts them (matmuls, convs, what lies between
+// them) and float32 elsewhere (softmax, norms, losses, the graph's edge); float32 master weights,
+// gradients and AdamW moments stay on the host.
 
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -121,8 +122,8 @@ const sessionOverhead = (m: GraphMemory) => CALIBRATION.sessionFixedBytes + CALI
 
 /** The plan of a step whose graphs and host state are given (the benches use this directly). */
 export function planStep(spec: StepSpec, device: PlanDevice = "cpu", opts: { neverFree?: boolean } = {}): MemoryPlan {
-  const floatBytes = spec.precision === "fp32" ? undefined : 2;
-  const sessions = spec.sessions.map((s) => ({ name: s.name, memory: graphMemory(s.outputs, { floatBytes, neverFree: opts.neverFree }) }));
+  // compile() rewrites every graph with autocast for the precision in force (lib/graph/precision.ts): so does the plan.
+  const sessions = spec.sessions.map((s) => ({ name: s.name, memory: graphMemory(G.autocast(s.outputs, spec.precision), { neverFree: opts.neverFree }) }));
   const lines: PlanLine[] = [];
   const host = (what: string, bytes: number) => lines.push({ what, bytes, where: "host" });
   const dev = (what: string, bytes: number) => lines.push({ what, bytes, where: "device" });
@@ -243,10 +244,12 @@ export interface DiffusionPlanSetup {
   objective: Objective;
   trainable: (name: string) => boolean;
   ipScale?: number;
-  /** Micro-batches per step: more than 1 keeps GradAccumulator's sum beside each micro-batch's gradients. */
-  gradAccum?: number;
   memArena: boolean;
   precision: Precision;
+  /** Gradient checkpointing of each UNet block (DiffusionTrainer's `recompute`). */
+  recompute?: boolean;
+  /** UNet attention in chunks of this many query rows (DiffusionTrainer's `attentionChunk`, default 1024). */
+  attentionChunk?: number;
 }
 
 /** The IP-Adapter weights (release layout) as shapes: image_proj.* and ip_adapter.<n>.to_k_ip / to_v_ip. */
@@ -298,7 +301,9 @@ export function diffusionSessions(s: DiffusionPlanSetup): { sessions: SessionSpe
     const tokens = imageProjection(pIp, features, proj);
     const pUnet = new Params(g, new IpAdapterUNetSource(unetSrc, ipSrc, m.unet), { trainable });
     const xl = m.xl ? { textEmbeds: pooled!, timeIds: g.input("time_ids", [R, 6]) } : {};
-    const pred = unetForward(pUnet, m.unet, { sample: noisy, timestep, encoderHiddenStates: G.concat(hidden, 2), ipTokens: tokens, ipScale: s.ipScale ?? 1, ...xl });
+    const pred = unetForward(pUnet, m.unet, {
+      sample: noisy, timestep, encoderHiddenStates: G.concat(hidden, 2), ipTokens: tokens, ipScale: s.ipScale ?? 1, ...xl, attentionChunk: s.attentionChunk ?? 1024,
+    });
     for (const [n, t] of [...pIp.trainable, ...pUnet.trainable]) trainables.set(n, t);
     return pred;
   };
@@ -313,7 +318,7 @@ export function diffusionSessions(s: DiffusionPlanSetup): { sessions: SessionSpe
     const refPred = s.objective === "patch-dpo" ? g.input("ref_pred", [R, C, h, w]) : undefined;
     const o = objective(s.objective, { pred, target, qRef: maps[0]!, qGen: maps[1]!, fgRef: maps[2]!, fgGen: maps[3]!, refPred }, DPO_DEFAULTS);
     const list = [...trainables];
-    const grads = G.grad(o.loss, list.map(([, t]) => t));
+    const grads = G.grad(o.loss, list.map(([, t]) => t), undefined, { recompute: s.recompute });
     const outs: Record<string, Tensor> = { loss: o.loss };
     for (const [k, v] of Object.entries(o.logs)) outs[`log:${k}`] = v;
     list.forEach(([n], i) => grads[i] && (outs[`grad:${n}`] = grads[i]!));
@@ -445,6 +450,7 @@ export interface DpoPlanOptions {
   ipScale?: number;
   device: string;
   precision: Precision;
+  recompute?: boolean;
 }
 
 const fileSize = (p: string) => (existsSync(p) ? statSync(p).size : 0);
@@ -475,8 +481,9 @@ export function planDpoEpoch(o: DpoPlanOptions): { plan: MemoryPlan; text: strin
   const device: PlanDevice = o.device === "cpu" ? "cpu" : "gpu";
   const plan = planDiffusionStep({
     model, projection, encoder, pairs: o.batch, size, objective: o.objective, trainable: o.trainable, ipScale: o.ipScale, memArena: unetValues < 50e6, precision: o.precision,
+    recompute: o.recompute,
   }, device, { loadBytes });
-  const title = `dpo-epoch ${o.objective}, ${model.dir}, ${size} px (${size / model.vaeFactor}x${size / model.vaeFactor} latents), ${o.batch} pair${o.batch === 1 ? "" : "s"} (${2 * o.batch} UNet rows), ${o.device}`;
+  const title = `dpo-epoch ${o.objective}, ${model.dir}, ${size} px (${size / model.vaeFactor}x${size / model.vaeFactor} latents), ${o.batch} pair${o.batch === 1 ? "" : "s"} (${2 * o.batch} UNet rows), ${o.device}${o.recompute ? ", --recompute" : ""}`;
   return { plan, text: formatPlan(plan, title, device === "gpu" ? GPUS : []) };
 }
 

@@ -14,7 +14,7 @@ import { vitForward, vitParamShapes } from "../../lib/models/vit.ts";
 import { Params } from "../../lib/nn/params.ts";
 import { ShapeSource } from "../../lib/nn/shape-source.ts";
 import { DiffusionTrainer } from "../../lib/train/diffusion.ts";
-import { diffusionSessions, encoderFromSpec, modelShapesFromFolder, planDpoEpoch, planStep, projectionFromFile } from "../../lib/train/plan.ts";
+import { diffusionSessions, encoderFromSpec, modelShapesFromFolder, planDiffusionStep, planDpoEpoch, planStep, projectionFromFile } from "../../lib/train/plan.ts";
 import { VIT_S16 } from "./plan-child.ts";
 
 const TINY = "checkpoints/tiny";
@@ -118,8 +118,12 @@ describe("prediction vs a measured peak", () => {
     console.error(`plan.test: ViT 6 blocks batch 4: predicted ${(predicted / 2 ** 20).toFixed(0)} MB, measured ${(measured / 2 ** 20).toFixed(0)} MB, ratio ${ratio.toFixed(3)}`);
     expect(ratio).toBeGreaterThan(0.8);
     expect(ratio).toBeLessThan(1.25);
-    // Without liveness (every intermediate kept to the end) the prediction is far off.
+    // Without liveness (every intermediate kept to the end) the prediction is far off, and the
+    // first run's peak is several times the liveness peak.
     expect(vitStepPlan(4, true).hostBytes / measured).toBeGreaterThan(1.5);
+    const live = vitStepPlan(4).sessions[0]!.memory.peakActivationBytes;
+    const kept = vitStepPlan(4, true).sessions[0]!.memory.peakActivationBytes;
+    expect(live).toBeLessThan(0.5 * kept);
   }, 120_000);
 
   test("more pairs per step predict more memory", () => {
@@ -134,6 +138,17 @@ describe("prediction vs a measured peak", () => {
     const half = planDpoEpoch({ model: TINY, ipAdapter: TINY_IP, imageEncoder: "mobilenet_v2", objective: "patch-dpo", batch: 2, train: "ip", trainable: trainIp, device: "cuda", precision: "fp16" }).plan;
     const full = planDpoEpoch({ model: TINY, ipAdapter: TINY_IP, imageEncoder: "mobilenet_v2", objective: "patch-dpo", batch: 2, train: "ip", trainable: trainIp, device: "cuda", precision: "fp32" }).plan;
     expect(half.deviceBytes!).toBeLessThan(full.deviceBytes!);
+  }, 60_000);
+
+  test("recompute (gradient checkpointing of the UNet blocks) predicts less activation memory", () => {
+    const setup = {
+      model: modelShapesFromFolder(TINY), projection: projectionFromFile(TINY_IP), encoder: encoderFromSpec("mobilenet_v2"), pairs: 4, size: 64,
+      objective: "patch-dpo" as const, trainable: trainIp, memArena: false, precision: "fp32" as const,
+    };
+    const plain = planDiffusionStep(setup).sessions[0]!.memory;
+    const recomputed = planDiffusionStep({ ...setup, recompute: true }).sessions[0]!.memory;
+    expect(recomputed.nodes).toBeGreaterThan(plain.nodes); // the recomputed forward copies
+    expect(recomputed.peakActivationBytes).toBeLessThan(plain.peakActivationBytes);
   }, 60_000);
 });
 
