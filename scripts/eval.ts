@@ -21,7 +21,7 @@ import { basename, extname, join, relative, resolve } from "node:path";
 import { type } from "arktype";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../lib/io/atomic.ts";
-import { parseFlags, resolveOptions } from "../lib/io/cli.ts";
+import { OPS_FLAGS, OPS_HELP, fusedOpsFlag, parseFlags, resolveOptions } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { type RgbImage, loadImage } from "../lib/io/images.ts";
 import { withLockFile } from "../lib/io/lock.ts";
@@ -65,13 +65,15 @@ export interface EvalOptions {
   precision?: Precision;
   device: Device;
   threads: number;
+  /** Attention as the fused contrib op (default) or in standard ops (lib/graph/fuse.ts). */
+  fusedOps: boolean;
   force: boolean;
   /** Embedders to reuse (tests, notebooks). */
   embedders?: { dino?: ImageEmbedder; clipI?: ImageEmbedder; clipT?: TextEmbedder; feature?: ImageEmbedder };
 }
 
 export const DEFAULTS = {
-  encoderFeature: "default", setting: "all-refs", refPhoto: "0", batch: 8, device: "cpu", threads: 0, force: false,
+  encoderFeature: "default", setting: "all-refs", refPhoto: "0", batch: 8, device: "cpu", threads: 0, fusedOps: true, force: false,
 } as const satisfies Partial<EvalOptions>;
 
 /** What run() takes: the images (or a run) and whatever else the caller changes; the rest are DEFAULTS. */
@@ -83,7 +85,7 @@ export const OPTIONS = type({
   "images?": "string > 0", "run?": "string > 0", "real?": "string > 0", "prompts?": "string > 0", "uniqueToken?": "string", "dino?": "string > 0",
   "clip?": "string > 0", encoderFeature: "string > 0", setting: type.enumerated(...SETTINGS), refPhoto: "string > 0", "out?": "string > 0",
   batch: "number.integer > 0", "shard?": { index: "number.integer >= 0", count: "number.integer > 0" }, device: type.enumerated(...DEVICES),
-  threads: "number.integer >= 0", force: "boolean",
+  threads: "number.integer >= 0", fusedOps: "boolean", force: "boolean",
 });
 
 const IMAGE_EXT = new Set([".png", ".jpg", ".jpeg", ".webp"]);
@@ -242,7 +244,7 @@ interface Embedders {
 }
 
 async function loadEmbedders(o: EvalOptions): Promise<Embedders> {
-  const eo: EmbedderOptions = { device: o.device, threads: o.threads, batch: o.batch };
+  const eo: EmbedderOptions = { device: o.device, threads: o.threads, batch: o.batch, fusedOps: o.fusedOps };
   const pre = o.embedders ?? {};
   const image: ImageEmbedder[] = [];
   let text: TextEmbedder | undefined;
@@ -510,6 +512,7 @@ usage: bun scripts/eval.ts (--images <folder> --real <folder> | --run <dir> [--r
   --device <d>             cpu | cuda | webgpu (default: ${DEFAULTS.device})
 ${PRECISION_HELP.replace(/^( +--\S+ \S+)/, "$1 ").replace(/^ {26}/gm, "                           ")}
   --threads <n>            intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
+${OPS_HELP.replace(/^( +--\S+)/gm, "$1 ")}
   --force                  recompute images already in scores.jsonl (embeddings stay cached)
   -h, --help               this help
 
@@ -525,7 +528,7 @@ if (import.meta.main) {
       "ref-photo": { type: "string", default: DEFAULTS.refPhoto }, out: { type: "string" },
       ...PRECISION_FLAG,
       batch: { type: "string", default: String(DEFAULTS.batch) }, shard: { type: "string" }, merge: { type: "string" },
-      device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) },
+      device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) }, ...OPS_FLAGS,
       force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
     }, HELP);
     if (v.help) return console.log(HELP);
@@ -536,6 +539,7 @@ if (import.meta.main) {
       precision: v.precision as Precision,
       encoderFeature: v["encoder-feature"], out: v.out, force: v.force, shard: v.shard ? parseShard(v.shard) : undefined,
       batch: Number(v.batch), threads: Number(v.threads), setting: v.setting as Setting, device: v.device as Device, refPhoto: v["ref-photo"],
+      fusedOps: fusedOpsFlag(v, HELP),
     };
     const t0 = performance.now();
     if (v.merge) {

@@ -30,7 +30,7 @@ import { existsSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { type } from "arktype";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
-import { parseFlags, resolveOptions } from "../lib/io/cli.ts";
+import { OPS_FLAGS, OPS_HELP, fusedOpsFlag, parseFlags, resolveOptions } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { type RgbImage, loadImage, writePng } from "../lib/io/images.ts";
 import { withLockFile } from "../lib/io/lock.ts";
@@ -81,6 +81,8 @@ export interface GenerateOptions {
   precision: Precision;
   device: Device;
   threads: number;
+  /** Attention as the fused contrib op (default) or in standard ops (lib/graph/fuse.ts). */
+  fusedOps: boolean;
   force: boolean;
 }
 
@@ -90,7 +92,7 @@ export type GenerateInput = Pick<GenerateOptions, "run" | "mode" | "model"> & Pa
 export const DEFAULTS = {
   precision: "fp32",
   ipScale: 0.6, perReference: 1, pairPrompt: "reference", sampler: "ddim", steps: 30, guidance: 7.5, negativePrompt: "", seed: 0,
-  batch: 1, defectRate: 0.5, device: "cpu", threads: 0, force: false,
+  batch: 1, defectRate: 0.5, device: "cpu", threads: 0, fusedOps: true, force: false,
 } as const satisfies Partial<GenerateOptions>;
 
 /** The renderer's default image size (a model folder defaults to its own size). */
@@ -103,7 +105,7 @@ export const OPTIONS = type({
   ipScale: "number", perReference: "number.integer > 0", pairPrompt: type.enumerated(...PAIR_PROMPTS), sampler: type.enumerated(...SAMPLERS),
   steps: "number.integer > 0", guidance: "number >= 0", "width?": "number.integer > 0", "height?": "number.integer > 0", negativePrompt: "string",
   seed: "number.integer >= 0", batch: "number.integer > 0", defectRate: "0 <= number <= 1",
-  "shard?": { index: "number.integer >= 0", count: "number.integer > 0" }, device: type.enumerated(...DEVICES), threads: "number.integer >= 0", force: "boolean",
+  "shard?": { index: "number.integer >= 0", count: "number.integer > 0" }, device: type.enumerated(...DEVICES), threads: "number.integer >= 0", fusedOps: "boolean", force: "boolean",
 });
 
 interface Job { id: string; prompt: string; seed: number; subjectId: string; referenceId?: string; k?: number; referenceImage?: string; promptRow: PromptRow }
@@ -230,7 +232,7 @@ async function generate(o: GenerateOptions, root: string): Promise<{ generated: 
         }
       }
     } else {
-      const pipe = new Pipeline(model!, { height, width, batch: o.batch, device: o.device, threads: o.threads, ip, ipScale: o.ipScale });
+      const pipe = new Pipeline(model!, { height, width, batch: o.batch, device: o.device, threads: o.threads, ip, ipScale: o.ipScale, fusedOps: o.fusedOps });
       for (let i = 0; i < todo.length; i += o.batch) {
         const chunk = todo.slice(i, i + o.batch);
         const items = [];
@@ -362,6 +364,7 @@ usage: bun scripts/generate-images.ts --run <dir> --mode reference|personalized 
   --device <d>            cpu | cuda | webgpu (default: ${DEFAULTS.device})
 ${PRECISION_HELP}
   --threads <n>           intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
+${OPS_HELP}
   --force                 redo every image; the old ones stay until the new ones are all done
   --check-models          list missing and mismatched tensors of the model (and IP-Adapter) folders, then exit
 
@@ -379,7 +382,7 @@ if (import.meta.main) {
       "negative-prompt": { type: "string", default: "" }, seed: { type: "string", default: "0" }, batch: { type: "string", default: "1" },
       ...PRECISION_FLAG,
       "defect-rate": { type: "string", default: String(DEFAULTS.defectRate) }, shard: { type: "string" }, merge: { type: "string" },
-      device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: "0" },
+      device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: "0" }, ...OPS_FLAGS,
       force: { type: "boolean", default: false }, "check-models": { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
     }, HELP);
     if (v.help) return console.log(HELP);
@@ -411,7 +414,7 @@ if (import.meta.main) {
       run: v.run!, mode: v.mode as Mode, model: v.model!, ipAdapter: v["ip-adapter"], imageEncoder: v["image-encoder"], ipScale: num(v["ip-scale"]),
       perReference: num(v["per-reference"]), pairPrompt: v["pair-prompt"] as PairPrompt, sampler: v.sampler as SamplerName, steps: num(v.steps),
       guidance: num(v.guidance), width: num(v.width ?? v.size), height: num(v.height ?? v.size), negativePrompt: v["negative-prompt"], seed: num(v.seed),
-      batch: num(v.batch), defectRate: num(v["defect-rate"]), device: v.device as Device, threads: num(v.threads), force: v.force,
+      batch: num(v.batch), defectRate: num(v["defect-rate"]), device: v.device as Device, threads: num(v.threads), fusedOps: fusedOpsFlag(v, HELP), force: v.force,
       shard: v.shard ? parseShard(v.shard) : undefined,
       precision: v.precision as Precision,
     });

@@ -16,7 +16,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { type } from "arktype";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
-import { parseFlags, resolveOptions } from "../lib/io/cli.ts";
+import { OPS_FLAGS, OPS_HELP, fusedOpsFlag, parseFlags, resolveOptions } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
 import { type RgbImage, loadImage } from "../lib/io/images.ts";
 import { withLockFile } from "../lib/io/lock.ts";
@@ -55,13 +55,15 @@ export interface ScoreOptions {
   precision?: Precision;
   device: Device;
   threads: number;
+  /** Attention as the fused contrib op (default) or in standard ops (lib/graph/fuse.ts). */
+  fusedOps: boolean;
   force: boolean;
   /** Featurizer to reuse across calls (notebooks, tests). */
   featurizer?: Featurizer;
 }
 
 export const DEFAULTS = {
-  encoder: "default", latentGrid: 64, lowThreshold: 0.5, normalization: "clamp", batch: 8, device: "cpu", threads: 0, force: false,
+  encoder: "default", latentGrid: 64, lowThreshold: 0.5, normalization: "clamp", batch: 8, device: "cpu", threads: 0, fusedOps: true, force: false,
 } as const satisfies Partial<ScoreOptions>;
 
 /** What run() takes: the options a caller changes (a run or a pairs file at least); the rest are DEFAULTS. */
@@ -72,7 +74,7 @@ export const OPTIONS = type({
   "precision?": type.enumerated(...PRECISIONS),
   "run?": "string > 0", "pairs?": "string > 0", "out?": "string > 0", encoder: "string > 0", "featureLayer?": "string > 0",
   latentGrid: "number.integer > 0", lowThreshold: "0 <= number <= 1", normalization: "'clamp' | 'minmax'", batch: "number.integer > 0",
-  "shard?": { index: "number.integer >= 0", count: "number.integer > 0" }, device: type.enumerated(...DEVICES), threads: "number.integer >= 0", force: "boolean",
+  "shard?": { index: "number.integer >= 0", count: "number.integer > 0" }, device: type.enumerated(...DEVICES), threads: "number.integer >= 0", fusedOps: "boolean", force: "boolean",
 });
 
 interface Pair { id: string; referenceId?: string; reference: string; generated: string; refAbs: string; genAbs: string }
@@ -131,7 +133,7 @@ async function score(o: ScoreOptions, outDir: string): Promise<{ scored: number;
   if (pairs.length === 0) throw new UserError(`nothing to score: ${o.run ? `${o.run}/generations.jsonl` : o.pairs} has no rows`);
   const mine = pairs.filter((p) => inShard(p.id, o.shard));
   for (const p of mine) for (const f of [p.refAbs, p.genAbs]) if (!existsSync(f)) throw new UserError(`pair "${p.id}": image ${f} does not exist`);
-  const feat = o.featurizer ?? (await loadFeaturizer(o.encoder, { device: o.device, threads: o.threads, featureLayer: o.featureLayer, batchSize: o.batch }));
+  const feat = o.featurizer ?? (await loadFeaturizer(o.encoder, { device: o.device, threads: o.threads, featureLayer: o.featureLayer, batchSize: o.batch, fusedOps: o.fusedOps }));
 
   const paths = runPaths(outDir);
   const encoderTag = o.featureLayer ? `${o.encoder}#${o.featureLayer}` : o.encoder;
@@ -299,6 +301,7 @@ usage: bun scripts/score-patches.ts (--run <dir> | --pairs <file.jsonl> [--out <
   --device <d>            cpu | cuda | webgpu (default: ${DEFAULTS.device})
 ${PRECISION_HELP}
   --threads <n>           intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
+${OPS_HELP}
   --force                 rescore pairs already in the manifest
   -h, --help              this help`;
 
@@ -313,7 +316,7 @@ if (import.meta.main) {
       batch: { type: "string", default: String(DEFAULTS.batch) },
       ...PRECISION_FLAG,
       shard: { type: "string" }, merge: { type: "string" },
-      device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) },
+      device: { type: "string", default: DEFAULTS.device }, threads: { type: "string", default: String(DEFAULTS.threads) }, ...OPS_FLAGS,
       force: { type: "boolean", default: false }, help: { type: "boolean", short: "h", default: false },
     }, HELP);
     if (v.help) return console.log(HELP);
@@ -329,6 +332,7 @@ if (import.meta.main) {
       precision: v.precision as Precision,
       shard: v.shard ? parseShard(v.shard) : undefined, latentGrid: Number(v["latent-grid"]), lowThreshold: Number(v["low-threshold"]),
       batch: Number(v.batch), threads: Number(v.threads), normalization: v.normalization as ScoreOptions["normalization"], device: v.device as Device,
+      fusedOps: fusedOpsFlag(v, HELP),
     });
     console.log(`scored ${res.scored} pairs (${res.skipped} already done) in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${res.manifest}`);
   });

@@ -31,6 +31,8 @@ export interface PipelineOptions {
   ip?: IpAdapter;
   /** Weight of the image prompt in every cross-attention (IP-Adapter's `scale`). */
   ipScale?: number;
+  /** Fused contrib-op attention (com.microsoft.MultiHeadAttention; CompileOptions.fusedOps). */
+  fusedOps?: boolean;
 }
 
 export interface SampleSettings {
@@ -101,7 +103,7 @@ export class Pipeline {
   private compile(key: string, build: () => Record<string, Tensor>): Promise<G.Compiled> {
     let c = this.graphs.get(key);
     if (!c) {
-      c = G.compile(build(), { device: this.o.device, threads: this.o.threads });
+      c = G.compile(build(), { device: this.o.device, threads: this.o.threads, fusedOps: this.o.fusedOps });
       this.graphs.set(key, c);
     }
     return c;

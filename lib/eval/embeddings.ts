@@ -36,6 +36,8 @@ export interface EmbedderOptions {
   threads?: number;
   /** Images per compiled batch (the last batch is zero-padded). */
   batch?: number;
+  /** Fused contrib-op attention (com.microsoft.MultiHeadAttention; CompileOptions.fusedOps). */
+  fusedOps?: boolean;
 }
 
 export interface ImageEmbedder {
@@ -110,7 +112,7 @@ export function forwardEmbedder(metric: ImageEmbedder["metric"], label: string, 
     const g = new G.Graph();
     const out = forward(g, g.input("images", [batch, 3, S, S]));
     const dim = out.shape[1]!;
-    return G.compile({ embedding: out }, { device: opts.device, threads: opts.threads }).then((c) => ({
+    return G.compile({ embedding: out }, { device: opts.device, threads: opts.threads, fusedOps: opts.fusedOps }).then((c) => ({
       dim,
       run: async (feed: Float32Array) => (await c.run({ images: feed })).embedding as Float32Array,
     }));
@@ -246,7 +248,7 @@ export async function clipEmbedders(dir: string, opts: EmbedderOptions = {}): Pr
   const build = () => {
     const g = new G.Graph();
     const { inputIds, eosIndex } = clipTextInputs(g, batch, L);
-    return G.compile({ embedding: clipTextForward(new Params(g, source), inputIds, eosIndex, tcfg, true).textEmbeds! }, { device: opts.device, threads: opts.threads });
+    return G.compile({ embedding: clipTextForward(new Params(g, source), inputIds, eosIndex, tcfg, true).textEmbeds! }, { device: opts.device, threads: opts.threads, fusedOps: opts.fusedOps });
   };
   const text: TextEmbedder = {
     key: encoderKey("clipT", abs, stamp, pre, `tokens:${L}`),

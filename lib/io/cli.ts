@@ -40,3 +40,16 @@ export function resolveOptions<O>(schema: (data: unknown) => unknown, defaults: 
   }
   return out as O;
 }
+
+/**
+ * `--fused-ops` / `--standard-ops` of the inference scripts (generate-images, score-patches, eval):
+ * ONNX Runtime's fused contrib attention (com.microsoft.MultiHeadAttention, the default) or the
+ * standard-op graph it is parity-tested against. Both given is a usage error.
+ */
+export const OPS_FLAGS = { "fused-ops": { type: "boolean", default: false }, "standard-ops": { type: "boolean", default: false } } as const;
+export const OPS_HELP = `  --fused-ops             attention as ONNX Runtime's fused MultiHeadAttention contrib op (the default)
+  --standard-ops          attention in standard ONNX ops (the reference the fused form is tested against)`;
+export function fusedOpsFlag(v: { "fused-ops"?: boolean; "standard-ops"?: boolean }, help: string): boolean | undefined {
+  if (v["fused-ops"] && v["standard-ops"]) throw new UsageError(`--fused-ops and --standard-ops exclude each other\n\n${help}`);
+  return v["standard-ops"] ? false : v["fused-ops"] ? true : undefined;
+}

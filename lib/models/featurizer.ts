@@ -47,6 +47,8 @@ export interface FeaturizerOptions {
   featureLayer?: string;
   /** Images per compiled batch (the last batch is padded). */
   batchSize?: number;
+  /** Fused contrib-op attention (com.microsoft.MultiHeadAttention; CompileOptions.fusedOps). */
+  fusedOps?: boolean;
 }
 
 export const ENCODER_KINDS_HELP = `an encoder is one of:
@@ -187,7 +189,7 @@ export function graphFeaturizer(ge: GraphEncoder, opts: FeaturizerOptions = {}):
   const out = encoder.forward(new Params(g, ge.source), x, layer);
   const outputs: Record<string, G.Tensor> = { patches: out.patches };
   if (out.global) outputs.global = out.global;
-  const compiled = G.compile(outputs, { device: opts.device, threads: opts.threads });
+  const compiled = G.compile(outputs, { device: opts.device, threads: opts.threads, fusedOps: opts.fusedOps });
   const [, C, h, w] = out.patches.shape as [number, number, number, number];
   return {
     name: encoder.name,

@@ -1,10 +1,11 @@
 // Contrib-op lowering (lib/graph/fuse.ts): every attention form the models build, lowered with
 // `fused: true`, holds one com.microsoft.MultiHeadAttention and no Softmax, and computes what the
-// standard-op graph (the reference) computes: on cpu everywhere, and on webgpu where an adapter
-// exists (fused webgpu vs standard cpu). Forms that must stay standard (a masked attention, a
+// standard-op graph (the reference) computes, on cpu. On webgpu (where an adapter exists) fusedOps
+// is ignored, and a canary shows why: the provider's MultiHeadAttention is wrong from 32 tokens on. Forms that must stay standard (a masked attention, a
 // training graph whose backward reads the softmax) lower byte for byte as without the flag.
 
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
+import * as ort from "onnxruntime-node";
 import * as G from "../../lib/graph/index.ts";
 import { Graph, type Tensor } from "../../lib/graph/index.ts";
 import { mulberry32 } from "./reference.ts";
@@ -119,14 +120,37 @@ describe("fused attention (com.microsoft.MultiHeadAttention) = the standard-op g
   });
 });
 
-describe.skipIf(NO_WEBGPU !== null)("fused attention on webgpu = the standard-op graph on cpu", () => {
+describe.skipIf(NO_WEBGPU !== null)("webgpu: fusedOps is ignored (the provider's MultiHeadAttention is wrong on lavapipe)", () => {
   for (const c of CASES) {
-    test(c.name, async () => {
+    test(`${c.name}: compile({ device: "webgpu", fusedOps: true }) = the standard graph on cpu`, async () => {
       const { outputs, feeds } = buildCase(c);
       const std = await (await G.compile(outputs, { threads: 1 })).run(feeds);
-      const fused = await (await G.compile(outputs, { device: "webgpu", fusedOps: true })).run(feeds);
-      const d = worst([expectClose("out", fused.out as Float32Array, std.out as Float32Array, 1e-4)]);
-      console.log(`fused on webgpu vs standard on cpu: ${c.name}: ${fmtDiff(d)}`);
+      const gpu = await G.compile(outputs, { device: "webgpu", fusedOps: true });
+      expect(gpu.lowered.model.graph.node.map((n) => n.opType)).not.toContain("MultiHeadAttention");
+      const d = worst([expectClose("out", (await gpu.run(feeds)).out as Float32Array, std.out as Float32Array, 1e-4)]);
+      console.log(`webgpu (fusedOps ignored) vs standard on cpu: ${c.name}: ${fmtDiff(d)}`);
     });
   }
+
+  // The reason, kept as a canary: when an onnxruntime release computes this right, this fails, and
+  // webgpu can leave UNFUSED (lib/graph/session.ts).
+  test("the fused graph itself on webgpu: right at 16 tokens, wrong at 32 tokens with head size 16", async () => {
+    const errs: number[] = [];
+    for (const L of [16, 32]) {
+      const g = new Graph();
+      const [q, k, v] = ["q", "k", "v"].map((n) => G.splitHeads(g.input(n, [1, L, 32]), 2));
+      const out = G.mergeHeads(G.attention(q!, k!, v!));
+      const feeds = Object.fromEntries(["q", "k", "v"].map((n, i) => [n, normals(i + 1, L * 32)]));
+      const std = (await (await G.compile({ out }, { threads: 1 })).run(feeds)).out as Float32Array;
+      const s = await ort.InferenceSession.create(G.toOnnx({ out }, "webgpu", true), { executionProviders: ["webgpu"] as never });
+      const r = await s.run(Object.fromEntries(Object.entries(feeds).map(([n, x]) => [n, new ort.Tensor("float32", x, [1, L, 32])])));
+      const y = r.out!.data as Float32Array;
+      let e = 0;
+      for (let i = 0; i < y.length; i++) e = Math.max(e, Math.abs(y[i]! - std[i]!));
+      errs.push(e);
+    }
+    console.log(`webgpu MultiHeadAttention vs standard on cpu: 16 tokens ${errs[0]!.toExponential(2)}, 32 tokens ${errs[1]!.toExponential(2)}`);
+    expect(errs[0]!).toBeLessThan(1e-5);
+    expect(errs[1]!).toBeGreaterThan(1e-3);
+  });
 });
