@@ -62,6 +62,12 @@ patch-encoder: setup
 encoder-split: setup
 	bun bench/encoder-split.ts --photos $(DREAMBENCH)
 
+# bench-dpo-step with recompute (gradient checkpointing) and the frozen UNet kept mapped from its
+# file (CompileOptions.mappedWeights), the frozen twin inside the training graph (one session);
+# `make bench-dpo-step` is the same step without any of them.
+bench-dpo-step-recompute: setup
+	bun bench/run.ts dpo-step --rounds 3 --threads 2 --iters 1 --ours "--recompute --mapped-weights --twin-in-graph"
+
 # bench-<name>: ours (bench/<name>.ts) vs PyTorch (bench/<name>.py), appended to bench/RESULTS.md
 bench-%: setup
 	@/usr/bin/python3 -c 'import torch, torchvision' 2>/dev/null || { \

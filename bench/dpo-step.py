@@ -11,7 +11,7 @@
 # backward with the mean squared error, no twin; run by the patch-dpo process as a child of its own
 # (its own peak RSS). Prints one JSON line: median seconds per step after a warm-up, peak RSS, the
 # losses of the first two steps (compared with ours' on stderr).
-import argparse, json, os, resource, statistics, subprocess, sys, time
+import argparse, json, os, statistics, subprocess, sys, time
 
 import torch
 
@@ -81,7 +81,11 @@ def main():
     if a.objective == "patch-dpo":
         print("losses of the first steps: pytorch " + ", ".join(f"{v:.7g}" for v in losses[:len(ours)])
               + " | ours " + ", ".join(f"{v:.7g}" for v in ours), file=sys.stderr)
-    result = {"seconds": statistics.median(times), "peakRssMB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork and exec, so the mse child's would
+    # start at this process's RSS at the spawn (bench/dpo-step.ts says the same).
+    with open("/proc/self/status") as f:
+        hwm_kb = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+    result = {"seconds": statistics.median(times), "peakRssMB": hwm_kb / 1024,
               "loss0": losses[0], "loss1": losses[1], "oursLoss0": ours[0], "oursLoss1": ours[1] if len(ours) > 1 else None}
     if a.objective == "patch-dpo" and a.mse_iters > 0:
         del unet, ref, opt, frozen, ip, trained

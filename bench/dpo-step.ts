@@ -15,6 +15,16 @@
 // 2 rows, no twin) in a child process of its own (--objective mse), so that each has its own peak RSS.
 // Prints one JSON line for bench/run.ts.
 //   --latent <n>: latent size (default 32); --objective patch-dpo|mse; --mse-iters <n> (0: skip mse).
+//   --recompute: gradient checkpointing (grad's recompute option; each ResnetBlock2D and
+//   Transformer2DModel is rebuilt in the backward pass from its saved inputs).
+//   --mapped-weights: compile with CompileOptions.mappedWeights (the frozen UNet stays mapped from
+//   its file: no prepacked or NCHWc copies). --attention-chunk <rows>: attention in chunks of this
+//   many query rows, each recomputed in the backward pass (0: unchunked). --twin-in-graph: the
+//   frozen twin's forward inside the training graph (one session, one mapping of the weights)
+//   instead of a session of its own.
+// Peak memory is VmHWM of /proc/self/status (the high-water RSS of this process's own address
+// space); getrusage's maxrss would also count the parent's RSS at the mse child's spawn (Linux
+// keeps ru_maxrss across fork and exec), which is what the first recorded mse rows read.
 import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -35,12 +45,18 @@ const { values } = parseArgs({
     threads: { type: "string", default: "2" }, iters: { type: "string", default: "2" },
     latent: { type: "string", default: "32" }, objective: { type: "string", default: "patch-dpo" },
     "mse-iters": { type: "string", default: "1" },
+    recompute: { type: "boolean", default: false }, "mapped-weights": { type: "boolean", default: false }, "attention-chunk": { type: "string", default: "0" },
+    "twin-in-graph": { type: "boolean", default: false },
   },
 });
 const threads = Number(values.threads);
 const iters = Number(values.iters);
 const h = Number(values.latent);
 const kind = values.objective === "mse" ? "mse" : "patch-dpo";
+const twinInGraph = values["twin-in-graph"]!;
+const recompute = values.recompute!, mappedWeights = values["mapped-weights"]!, attentionChunk = Number(values["attention-chunk"]) || undefined;
+/** Peak RSS of this address space in MB (VmHWM; see the header). */
+const peakRssMB = () => Number(/VmHWM:\s+(\d+)/.exec(readFileSync("/proc/self/status", "utf8"))![1]) / 1024;
 const R = 2, L = 77, IP_TOKENS = 16;
 const WEIGHTS = "bench/out/sd15-unet-random.safetensors";
 const IP_WEIGHTS = "bench/out/dpo-step-ip.safetensors";
@@ -73,18 +89,34 @@ if (!ipReady()) {
 const source = new SafetensorsSource([resolve(WEIGHTS), resolve(IP_WEIGHTS)]);
 
 // ---------------------------------------------------------------- graphs
-function build(training: boolean) {
+function build(training: boolean, withRecompute = recompute) {
   const g = new G.Graph();
   const p = new Params(g, source, { trainable: isIp });
-  const pred = unetForward(p, config, {
+  const inputs = {
     sample: g.input("noisy", [R, C, h, h]), timestep: g.input("timestep", [R]),
-    encoderHiddenStates: g.input("encoder_hidden_states", [R, L, D]), ipTokens: g.input("ip_tokens", [R, IP_TOKENS, D]), ipScale: 1,
-  });
+    encoderHiddenStates: g.input("encoder_hidden_states", [R, L, D]), ipTokens: g.input("ip_tokens", [R, IP_TOKENS, D]), ipScale: 1, attentionChunk,
+  };
+  const pred = unetForward(p, config, inputs);
   if (!training) return { g, outputs: { pred } as Record<string, Tensor>, trainables: p.trainable };
   const q = (name: string) => g.input(name, [1, h, h]);
-  const o = objective(kind, { pred, target: g.input("target", [R, C, h, h]), qRef: q("q_ref"), qGen: q("q_gen"), refPred: kind === "patch-dpo" ? g.input("ref_pred", [R, C, h, h]) : undefined }, { beta: 5000, lambda: 1 });
+  let refPred: Tensor | undefined;
+  if (kind === "patch-dpo" && twinInGraph) {
+    // The twin in the training graph: the same frozen tensors (one mapping of the weight file),
+    // its IP projections fed as "ref:<name>" inputs (the starting weights), no gradient.
+    const refIp = new Map<string, Tensor>();
+    const twin = Object.create(p) as Params;
+    twin.get = function (this: Params, name: string, shape: readonly number[]): Tensor {
+      const full = (this.opts.prefix ?? "") + name;
+      if (!isIp(full)) return Params.prototype.get.call(this, name, shape);
+      let t = refIp.get(full);
+      if (!t) refIp.set(full, (t = g.input(`ref:${full}`, shape)));
+      return t;
+    };
+    refPred = unetForward(twin, config, inputs);
+  } else if (kind === "patch-dpo") refPred = g.input("ref_pred", [R, C, h, h]);
+  const o = objective(kind, { pred, target: g.input("target", [R, C, h, h]), qRef: q("q_ref"), qGen: q("q_gen"), refPred }, { beta: 5000, lambda: 1 });
   const names = [...p.trainable.keys()];
-  const grads = G.grad(o.loss, names.map((n) => p.trainable.get(n)!));
+  const grads = G.grad(o.loss, names.map((n) => p.trainable.get(n)!), undefined, { recompute: withRecompute });
   const outputs: Record<string, Tensor> = { loss: o.loss };
   names.forEach((n, i) => (outputs[`grad:${n}`] = grads[i]!));
   return { g, outputs, trainables: p.trainable };
@@ -111,10 +143,11 @@ function flops(g: G.Graph): number {
 }
 
 const train = build(true);
-const ref = kind === "patch-dpo" ? build(false) : null;
-const trainC = await G.compile(train.outputs, { threads });
-const refC = ref ? await G.compile(ref.outputs, { threads }) : null;
-const stepFlops = flops(train.g) + (ref ? flops(ref.g) : 0);
+const ref = kind === "patch-dpo" && !twinInGraph ? build(false) : null;
+const trainC = await G.compile(train.outputs, { threads, mappedWeights });
+const refC = ref ? await G.compile(ref.outputs, { threads, mappedWeights }) : null;
+// The model's FLOPs (the same for PyTorch's step): with recompute, counted on the graph without it.
+const stepFlops = flops(recompute ? build(true, false).g : train.g) + (ref ? flops(ref.g) : 0);
 // Forward / backward of the training graph apart (bench/flops.ts). Time: the frozen twin's session
 // is a forward-only session of the same model on the same rows, so its run time is the forward's;
 // the backward's is the training session's run time minus it (patch-dpo only: mse has no twin).
@@ -157,7 +190,7 @@ async function step(): Promise<number> {
   const t0 = performance.now();
   if (refC) extra.ref_pred = (await refC.run({ ...common, ...frozenIp })).pred as Float32Array;
   const t1 = performance.now();
-  const all: Record<string, Float32Array> = { ...common, ...Object.fromEntries(weights), target: x.target, q_ref: x.q_ref, q_gen: x.q_gen, ...extra };
+  const all: Record<string, Float32Array> = { ...common, ...Object.fromEntries(Object.entries(frozenIp).map(([n, v]) => [`ref:${n}`, v])), ...Object.fromEntries(weights), target: x.target, q_ref: x.q_ref, q_gen: x.q_gen, ...extra };
   const r = await trainC.run(Object.fromEntries(trainInputs.map((n) => [n, all[n]!]))); // mse's graph has no q maps
   refRun.push((t1 - t0) / 1000);
   trainRun.push((performance.now() - t1) / 1000);
@@ -188,7 +221,7 @@ if (kind === "patch-dpo") {
   }, { latent: String(h) });
 }
 const result: Record<string, unknown> = {
-  seconds: median(times), peakRssMB: process.resourceUsage().maxRSS / 1024, gflops: stepFlops / 1e9,
+  seconds: median(times), peakRssMB: peakRssMB(), gflops: stepFlops / 1e9,
   loss0: losses[0], loss1: losses[1], hostShare: hostMs / totalMs, latent: h,
   ...flopFields(split, refC ? { forward: median(refRun.slice(1)), backward: median(trainRun.slice(1)) - median(refRun.slice(1)) } : { forward: NaN }),
 };
@@ -196,7 +229,8 @@ const mseIters = Number(values["mse-iters"]);
 if (kind === "patch-dpo" && mseIters > 0) {
   await trainC.session.release();
   await refC?.session.release();
-  const p = Bun.spawnSync(["bun", "bench/dpo-step.ts", "--objective", "mse", "--threads", String(threads), "--iters", String(mseIters), "--latent", String(h)], { stdout: "pipe", stderr: "inherit" });
+  const p = Bun.spawnSync(["bun", "bench/dpo-step.ts", "--objective", "mse", "--threads", String(threads), "--iters", String(mseIters), "--latent", String(h),
+    ...(recompute ? ["--recompute"] : []), ...(mappedWeights ? ["--mapped-weights"] : []), "--attention-chunk", String(attentionChunk ?? 0)], { stdout: "pipe", stderr: "inherit" });
   if (p.exitCode !== 0) throw new Error(`the mse step failed (exit ${p.exitCode})`);
   const m = JSON.parse(p.stdout.toString().trim().split("\n").pop()!) as Record<string, number>;
   Object.assign(result, { mseSeconds: m.seconds, msePeakRssMB: m.peakRssMB, mseLoss0: m.loss0, mseHostShare: m.hostShare });

@@ -10,7 +10,9 @@ import { median } from "./timing.ts";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { rounds: { type: "string", default: "3" }, threads: { type: "string", default: "2" }, iters: { type: "string", default: "5" }, "no-record": { type: "boolean", default: false } },
+  options: { rounds: { type: "string", default: "3" }, threads: { type: "string", default: "2" }, iters: { type: "string", default: "5" }, "no-record": { type: "boolean", default: false },
+    // Extra flags for our side only (e.g. --ours "--recompute" for dpo-step); recorded in the command.
+    ours: { type: "string", default: "" } },
 });
 const name = positionals[0];
 if (!name || !existsSync(`bench/${name}.ts`) || !existsSync(`bench/${name}.py`)) {
@@ -43,7 +45,7 @@ function runSide(cmd: string[]): Result {
 const ours: Result[] = [];
 const ref: Result[] = [];
 for (let r = 0; r < Number(values.rounds); r++) {
-  ours.push(runSide(["bun", `bench/${name}.ts`, ...args]));
+  ours.push(runSide(["bun", `bench/${name}.ts`, ...args, ...values.ours!.split(" ").filter(Boolean)]));
   ref.push(runSide([python, `bench/${name}.py`, ...args]));
   console.log(`round ${r + 1}: ours ${ours.at(-1)!.seconds.toFixed(4)} s, pytorch ${ref.at(-1)!.seconds.toFixed(4)} s`);
   for (const [who, x] of [["ours", ours.at(-1)!], ["pytorch", ref.at(-1)!]] as const) {
@@ -59,7 +61,8 @@ const speed = refS / oursS;
 const memory = oursMem / refMem;
 const gflops = ours[0]!.gflops;
 const cpu = cpus()[0]?.model ?? "unknown CPU";
-const command = `make bench-${name}  # = bun bench/run.ts ${name} --rounds ${values.rounds} --threads ${threads} --iters ${values.iters}`;
+const oursFlags = values.ours ? ` --ours "${values.ours}"` : "";
+const command = `${oursFlags ? "" : `make bench-${name}  # = `}bun bench/run.ts ${name} --rounds ${values.rounds} --threads ${threads} --iters ${values.iters}${oursFlags}`;
 // Extra numeric fields both sides report (e.g. dpo-step's mseSeconds), as medians.
 const both = Object.keys(ours[0]!).filter((k) => !["seconds", "peakRssMB", "gflops"].includes(k) && !/^(fwd|bwd)(Gflop|Seconds)$/.test(k) && typeof ours[0]![k] === "number" && typeof ref[0]![k] === "number" && !/loss/i.test(k));
 const extras = both.map((k) => `${k} ours ${median(ours.map((x) => x[k] as number)).toPrecision(4)} / ref ${median(ref.map((x) => x[k] as number)).toPrecision(4)}`);

@@ -104,6 +104,8 @@ export interface FinetuneOptions {
   /** Where the trainable weights and AdamW state live between steps (see dpo-epoch's --state): auto = device on webgpu with one process. */
   state: StateWhere;
   threads: number;
+  /** Gradient checkpointing: each ViT block keeps only its input for the backward pass and is recomputed there. */
+  recompute: boolean;
   /** Called with every logged step (the CLI prints JSON lines when stderr is not a terminal). */
   onStep?: (row: TrainLogRow) => void;
 }
@@ -111,7 +113,7 @@ export interface FinetuneOptions {
 export const DEFAULTS = {
   encoder: RAW_ENCODER, trainBlocks: 2, temperature: 0.07, lr: 1e-4, minLr: 1e-5, weightDecay: 0.01, schedule: "cosine", warmup: 20,
   steps: 500, batch: 4, gradAccum: 1, matches: 0, clip: 1.0, holdout: 8, holdoutViews: 4, cropScale: [0.25, 1], jitter: 0.4, seed: 0, saveEvery: 100,
-  resume: false, force: false, device: "cpu", state: "auto", threads: 0,
+  resume: false, force: false, device: "cpu", state: "auto", threads: 0, recompute: false,
 } as const satisfies Partial<FinetuneOptions>;
 
 /** What run() takes: the images (or a run) and whatever else the caller changes; the rest are DEFAULTS. */
@@ -125,7 +127,7 @@ export const OPTIONS = type({
   matches: "number.integer >= 0", clip: "number >= 0", holdout: "number.integer >= 0", holdoutViews: "number.integer > 0",
   cropScale: ["0 < number <= 1", "0 < number <= 1"], jitter: "0 <= number < 1", seed: "number.integer >= 0", "out?": "string > 0", "name?": "string > 0",
   saveEvery: "number.integer >= 0", resume: "boolean", "stopAt?": "number.integer > 0", force: "boolean",
-  device: type.enumerated(...DEVICES), state: type.enumerated(...STATE_WHERE), threads: "number.integer >= 0", "imageSize?": "number.integer >= 32",
+  device: type.enumerated(...DEVICES), state: type.enumerated(...STATE_WHERE), threads: "number.integer >= 0", recompute: "boolean", "imageSize?": "number.integer >= 32",
 });
 
 export interface FinetuneResult {
@@ -292,7 +294,7 @@ async function finetune(o: FinetuneOptions, folders: string[]): Promise<Finetune
   const idxB = probe.g.input("index_b", [B * M], "int64");
   const loss = infoNCE(G.gather(flat, idxA), G.gather(flat, idxB), o.temperature);
   const candidates = [...probe.p.trainable];
-  const grads = G.grad(loss, candidates.map(([, t]) => t));
+  const grads = G.grad(loss, candidates.map(([, t]) => t), undefined, { recompute: o.recompute });
   // Weights the loss does not reach (e.g. blocks after a shallower --feature-layer) are not trained.
   const trained = candidates.flatMap(([name, t], i) => (grads[i] ? [{ name, shape: t.shape, grad: grads[i]! }] : []));
   if (trained.length === 0) {
@@ -313,7 +315,7 @@ async function finetune(o: FinetuneOptions, folders: string[]): Promise<Finetune
         const f = G.reshape(G.transpose(patches, [0, 2, 3, 1]), [2 * B * hw, C]);
         const l = infoNCE(G.gather(f, g.input("index_a", [B * M], "int64")), G.gather(f, g.input("index_b", [B * M], "int64")), o.temperature);
         return { loss: l, params: new Map(trained.map((t) => [t.name, p.trainable.get(t.name)!])) };
-      }, undefined, { lr: o.lr, weightDecay: o.weightDecay }, compileOpts, undefined, { clip: o.clip, gradAccum: o.gradAccum })
+      }, undefined, { lr: o.lr, weightDecay: o.weightDecay }, compileOpts, undefined, { clip: o.clip, gradAccum: o.gradAccum, recompute: o.recompute })
     : undefined;
   const trainStep = res ? undefined : await G.compile(outputs, compileOpts);
 
@@ -591,6 +593,8 @@ usage: bun scripts/finetune-encoder.ts (--images <folder> | --run <dir>) [option
                           and accumulation in the training graph; weights down only for checkpoints) | host | auto =
                           device on webgpu with one process, host elsewhere (default: ${DEFAULTS.state})
   --threads <n>           intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
+  --recompute             gradient checkpointing: recompute each ViT block in the backward pass instead of keeping
+                          its activations (less memory, about one more forward)
   --plan                  print the predicted peak memory of a step for these flags (--encoder, --batch,
                           --image-size, --train-blocks, --device, --precision) from shapes only: no step run
                           (lib/train/plan.ts; README "Memory planner")
@@ -617,7 +621,7 @@ if (import.meta.main) {
       "crop-scale": { type: "string", default: DEFAULTS.cropScale.join(",") }, jitter: { type: "string", default: String(DEFAULTS.jitter) },
       seed: { type: "string", default: String(DEFAULTS.seed) }, out: { type: "string" }, name: { type: "string" },
       "save-every": { type: "string", default: String(DEFAULTS.saveEvery) }, resume: { type: "boolean", default: false },
-      "stop-at": { type: "string" }, force: { type: "boolean", default: false },
+      "stop-at": { type: "string" }, force: { type: "boolean", default: false }, recompute: { type: "boolean", default: false },
       device: { type: "string", default: DEFAULTS.device }, state: { type: "string", default: DEFAULTS.state }, threads: { type: "string", default: String(DEFAULTS.threads) },
       plan: { type: "boolean", default: false }, precision: { type: "string", default: "fp32" },
       help: { type: "boolean", short: "h", default: false },
@@ -639,7 +643,7 @@ if (import.meta.main) {
       weightDecay: num(v["weight-decay"]), schedule: v.schedule as ScheduleName, warmup: num(v.warmup), steps: num(v.steps), batch: num(v.batch), gradAccum: num(v["grad-accum"]),
       matches: num(v.matches), clip: num(v.clip), holdout: num(v.holdout), holdoutViews: num(v["holdout-views"]),
       cropScale: v["crop-scale"]!.split(",").map(Number) as [number, number], jitter: num(v.jitter), seed: num(v.seed), saveEvery: num(v["save-every"]),
-      threads: num(v.threads), device: v.device as Device, state: v.state as StateWhere, imageSize: num(v["image-size"]), stopAt: num(v["stop-at"]),
+      threads: num(v.threads), recompute: v.recompute, device: v.device as Device, state: v.state as StateWhere, imageSize: num(v["image-size"]), stopAt: num(v["stop-at"]),
       // One JSON line per step for logs; a person at a terminal gets the progress bar instead.
       onStep: process.stderr.isTTY ? undefined : (row) => console.log(JSON.stringify(row)),
     });

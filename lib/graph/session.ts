@@ -51,6 +51,15 @@ export interface CompileOptions {
    * the devices in UNFUSED (webgpu).
    */
   fusedOps?: boolean;
+  /**
+   * Keep frozen external weights only where ONNX Runtime maps them from their files: no
+   * prepacked copies (session.disable_prepacking) and no NCHWc re-layout of Conv weights (graph
+   * optimization at most "extended"). A training graph reads each weight in two layouts (Gemm
+   * with and without transB, Conv and its ConvTranspose), and ORT prepacks one copy per layout:
+   * the SD 1.5 UNet's training session held 6.3 GB for 3.4 GB of weights. Costs some speed (the
+   * packing happens per call); see bench/RESULTS.md (dpo-step).
+   */
+  mappedWeights?: boolean;
 }
 
 /**
@@ -347,7 +356,7 @@ export async function compile(outputs: Record<string, Tensor>, opts: CompileOpti
   const lowered = lower(autocast(outputs, precision), { rewrite: REWRITES[opts.lowerAs ?? device], fused: opts.fusedOps && !UNFUSED.has(opts.lowerAs ?? device) });
   const bytes = encodeModel(keepHalfWeights(bridgeBfloat16(lowered.model), device));
   const threads = opts.threads ?? 0;
-  const optimization = opts.optimization ?? "all";
+  const optimization = opts.mappedWeights && (opts.optimization ?? "all") === "all" ? "extended" : (opts.optimization ?? "all");
   // The weight files' identities are part of the key: a checkpoint rewritten at the same path gets a new session.
   const weightIds = lowered.external.files.map((f) => {
     const st = statSync(f);
@@ -358,7 +367,7 @@ export async function compile(outputs: Record<string, Tensor>, opts: CompileOpti
     if (!lowered.outputs.has(k)) throw new Error(`compile: keepOnDevice names "${k}", which is not an output (outputs: ${[...lowered.outputs.keys()].join(", ")})`);
     if (lowered.outputs.get(k)!.dtype === "bfloat16") throw new Error(`compile: keepOnDevice output "${k}" is bfloat16, which crosses the session's edge as float32 (keep float32 state)`);
   }
-  const h = createHash("sha256").update(bytes).update(JSON.stringify([device, threads, optimization, opts.memArena ?? null, lowered.external.folder ?? null, [...lowered.external.links], weightIds, keep, opts.optimizedModelFilePath ?? null]));
+  const h = createHash("sha256").update(bytes).update(JSON.stringify([device, threads, optimization, opts.memArena ?? null, lowered.external.folder ?? null, [...lowered.external.links], weightIds, keep, opts.optimizedModelFilePath ?? null, opts.mappedWeights ?? false]));
   const key = h.digest("hex");
   let p = cache.get(key);
   if (!p) {
@@ -371,6 +380,7 @@ export async function compile(outputs: Record<string, Tensor>, opts: CompileOpti
       // 0.45 s with it (most of the difference was page faults of freshly mapped buffers).
       const sessionOptions = ortOptions(device, threads, optimization, opts.memArena ?? !lowered.inputs.some((t) => t.trainable));
       if (folder) sessionOptions.extra = { session: { model_external_initializers_file_folder_path: folder } };
+      if (opts.mappedWeights) sessionOptions.extra = { ...sessionOptions.extra, session: { ...(sessionOptions.extra as { session?: object } | undefined)?.session, disable_prepacking: "1" } };
       if (opts.optimizedModelFilePath) sessionOptions.optimizedModelFilePath = opts.optimizedModelFilePath;
       // Only the WebGPU provider can hand a tensor back on the device in Node.
       if (device === "webgpu" && keep.length) sessionOptions.preferredOutputLocation = Object.fromEntries(keep.map((k) => [k, "gpu-buffer"])) as never;

@@ -57,6 +57,19 @@ export interface TrainerSetup {
    * steps. Then `residentStep` trains (through `resident`), and `step` (host gradients) does not exist.
    */
   resident?: { adamw: Partial<AdamWConfig>; clip: number; gradAccum: number };
+  /**
+   * Gradient checkpointing (grad's `recompute` option): each ResnetBlock2D and Transformer2DModel
+   * of the UNet keeps only its inputs for the backward pass and is recomputed there.
+   */
+  recompute?: boolean;
+  /**
+   * UNet attention in chunks of this many query rows, each recomputed in the backward pass
+   * (lib/graph/recompute.ts chunkedAttention). Default 1024: a 64x64 latent's 4096 tokens would
+   * otherwise keep [2B, heads, 4096, 4096] scores (1 GB per layer at 2 rows of 8 heads).
+   */
+  attentionChunk?: number;
+  /** Compile with CompileOptions.mappedWeights (frozen weights only as mapped from their files). */
+  mappedWeights?: boolean;
 }
 
 /** Probabilities of classifier-free-guidance dropout per pair (DESIGN.md: 5% / 5% / 5%). */
@@ -199,7 +212,7 @@ export class DiffusionTrainer {
   private build(): void {
     const { model: m, ip, pairs: B } = this.s;
     const R = 2 * B;
-    const opts = { device: this.s.device, threads: this.s.threads, memArena: this.s.memArena };
+    const opts = { device: this.s.device, threads: this.s.threads, memArena: this.s.memArena, mappedWeights: this.s.mappedWeights };
     const C = m.latentChannels, h = this.latentH, w = this.latentW;
 
     const net = (g: G.Graph, training: boolean) => {
@@ -224,6 +237,7 @@ export class DiffusionTrainer {
       const xl = m.xl ? { textEmbeds: pooled!, timeIds: g.input("time_ids", [R, 6]) } : {};
       const pred = unetForward(pUnet, m.unet.config, {
         sample: noisy, timestep, encoderHiddenStates: G.concat(hidden, 2), ipTokens: tokens, ipScale: this.s.ipScale ?? 1, ...xl,
+        attentionChunk: this.s.attentionChunk ?? 1024,
       });
       if (training) {
         for (const [n, t] of pIp.trainable) this.addTrainable(n, t, ip.source.float32(n));
@@ -249,12 +263,12 @@ export class DiffusionTrainer {
       this.resident = new ResidentTrainer((g) => {
         const o = lossOf(g);
         return { loss: o.loss, logs: o.logs, params: new Map(this.trainables.map((t) => [t.name, t.tensor])) };
-      }, undefined, adamw, opts, undefined, { clip, gradAccum });
+      }, undefined, adamw, opts, undefined, { clip, gradAccum, recompute: this.s.recompute });
     } else {
       // Training graph: loss, logs and gradients.
       const g = new G.Graph();
       const o = lossOf(g);
-      const grads = G.grad(o.loss, this.trainables.map((t) => t.tensor));
+      const grads = G.grad(o.loss, this.trainables.map((t) => t.tensor), undefined, { recompute: this.s.recompute });
       const outs: Record<string, Tensor> = { loss: o.loss };
       for (const [k, v] of Object.entries(o.logs)) outs[`log:${k}`] = v;
       this.trainables.forEach((t, i) => {

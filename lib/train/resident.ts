@@ -66,6 +66,8 @@ export interface ResidentOptions {
   clip?: number;
   /** Micro-batches per optimizer step, summed on the device (default 1). */
   gradAccum?: number;
+  /** Gradient checkpointing: grad's `recompute` option (lib/graph/recompute.ts). */
+  recompute?: boolean;
 }
 
 export interface ResidentStep {
@@ -124,7 +126,7 @@ export class ResidentTrainer {
     }
     // Parameters are addressed by their graph input names inside the graph.
     const byInput = new Map([...params].map(([n, t]) => [t.name, t]));
-    const grads = G.grad(loss, this.names.map((n) => params.get(n)!));
+    const grads = G.grad(loss, this.names.map((n) => params.get(n)!), undefined, { recompute: opts.recompute });
     const accum = this.gradAccum > 1;
     const sums = new Map<string, Tensor>();
     const gradMap = new Map<string, Tensor>();
