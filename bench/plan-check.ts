@@ -4,6 +4,7 @@
 // prediction from shapes only, the ratio and the load average. One JSON line per case.
 //
 //   bun bench/plan-check.ts [train-tiny] [train-vit] [finetune-encoder] [dpo-epoch] [dpo-step] [--no-measure]
+//       [--dpo-step-flags "--recompute --mapped-weights --attention-chunk 1024"]
 //
 // dpo-step (SD 1.5-sized UNet) is never run here: its measured peak is bench/RESULTS.md's newest
 // dpo-step row (printed beside the prediction).
@@ -27,7 +28,7 @@ import { trainableWeights } from "../scripts/finetune-encoder.ts";
 import { trainableFor } from "../scripts/dpo-epoch.ts";
 import { VIT_S16 } from "./vit-forward.ts";
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { "no-measure": { type: "boolean", default: false } } });
+const { values, positionals } = parseArgs({ allowPositionals: true, options: { "no-measure": { type: "boolean", default: false }, "dpo-step-flags": { type: "string" } } });
 const cases = positionals.length ? positionals : ["train-tiny", "train-vit", "finetune-encoder", "dpo-epoch", "dpo-step"];
 const load = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
 const MB = (b: number) => b / 2 ** 20;
@@ -108,24 +109,37 @@ for (const c of cases) {
     });
     report(c, cmd.join(" "), plan, m);
   } else if (c === "dpo-step") {
-    // bench/dpo-step.ts's graphs (SD 1.5 UNet + IP-Adapter attention, 1 pair at 32x32 latents, text and image tokens given).
+    // bench/dpo-step.ts's graphs (SD 1.5 UNet + IP-Adapter attention, 1 pair at 32x32 latents, text and
+    // image tokens given), with the flags of bench/RESULTS.md's newest dpo-step row (--recompute,
+    // --mapped-weights, --attention-chunk, --latent when its command names them).
     const rows = readFileSync("bench/RESULTS.md", "utf8").split("\n").filter((l) => /^\| [^|]+ \| dpo-step \|/.test(l));
-    const last = rows.at(-1);
-    const peak = last ? Number(/\| ([\d.]+) MB \/ [\d.]+ MB = /.exec(last)?.[1]) : NaN;
+    const last = rows.at(-1) ?? "";
+    const peak = Number(/\| ([\d.]+) MB \/ [\d.]+ MB = /.exec(last)?.[1]);
+    // --dpo-step-flags "...": predict for these flags instead (nothing measured to compare with).
+    const given = values["dpo-step-flags"];
+    const cmdOf = given !== undefined ? `bun bench/dpo-step.ts ${given}` : /`([^`]*bench\/run\.ts dpo-step[^`]*)`/.exec(last)?.[1] ?? "";
+    const flag = (name: string) => new RegExp(`--${name}(\\s|$)`).test(cmdOf);
+    const valueOf = (name: string) => new RegExp(`--${name}[ =](\\d+)`).exec(cmdOf)?.[1];
+    const recompute = flag("recompute"), mappedWeights = flag("mapped-weights");
+    const attentionChunk = Number(valueOf("attention-chunk") ?? 0) || undefined;
+    const h = Number(valueOf("latent") ?? 32);
     const config = unetConfigFromJson(JSON.parse(readFileSync("tests/fixtures/diffusers/sd15-unet.config.json", "utf8")));
     const source = new ShapeSource(unetParamShapes(config, { ipAdapter: true }));
     const isIp = (n: string) => n.includes(".processor.to_k_ip.") || n.includes(".processor.to_v_ip.");
     for (const kind of ["patch-dpo", "mse"] as const) {
-      const R = 2, h = 32, D = config.crossAttentionDim[0]!, C = config.inChannels;
+      const R = 2, D = config.crossAttentionDim[0]!, C = config.inChannels;
       const build = (training: boolean) => {
         const g = new G.Graph();
         const p = new Params(g, source, { trainable: isIp });
-        const pred = unetForward(p, config, { sample: g.input("noisy", [R, C, h, h]), timestep: g.input("timestep", [R]), encoderHiddenStates: g.input("encoder_hidden_states", [R, 77, D]), ipTokens: g.input("ip_tokens", [R, 16, D]), ipScale: 1 });
+        const pred = unetForward(p, config, {
+          sample: g.input("noisy", [R, C, h, h]), timestep: g.input("timestep", [R]), encoderHiddenStates: g.input("encoder_hidden_states", [R, 77, D]),
+          ipTokens: g.input("ip_tokens", [R, 16, D]), ipScale: 1, attentionChunk,
+        });
         if (!training) return { outputs: { pred } as Record<string, Tensor>, values: 0 };
         const q = (n: string) => g.input(n, [1, h, h]);
         const o = objective(kind, { pred, target: g.input("target", [R, C, h, h]), qRef: q("q_ref"), qGen: q("q_gen"), refPred: kind === "patch-dpo" ? g.input("ref_pred", [R, C, h, h]) : undefined }, { beta: 5000, lambda: 1 });
         const names = [...p.trainable.keys()];
-        const grads = G.grad(o.loss, names.map((n) => p.trainable.get(n)!));
+        const grads = G.grad(o.loss, names.map((n) => p.trainable.get(n)!), undefined, { recompute });
         const outputs: Record<string, Tensor> = { loss: o.loss };
         names.forEach((n, i) => (outputs[`grad:${n}`] = grads[i]!));
         return { outputs, values: names.reduce((s, n) => s + p.trainable.get(n)!.size, 0) };
@@ -133,10 +147,10 @@ for (const c of cases) {
       const train = build(true);
       const sessions = [{ name: "train graph", outputs: train.outputs }, ...(kind === "patch-dpo" ? [{ name: "frozen twin", outputs: build(false).outputs }] : [])];
       // Host: `initial` (views of the mapped IP file, touched) and `weights`; one gradient copy.
-      const plan = planStep({ sessions, trainableValues: train.values, weightCopies: 2, gradCopies: 1, memArena: false, precision: "fp32" });
-      const measured = kind === "patch-dpo" && Number.isFinite(peak) ? { peakMB: peak, load: `bench/RESULTS.md: ${last!.split("|")[1]!.trim()}` } : undefined;
-      report(`dpo-step ${kind}`, "make bench-dpo-step (not run here; bench/RESULTS.md newest row)", plan, measured,
-        kind === "mse" ? "RESULTS.md's msePeakRssMB is the patch-dpo parent's peak inherited by the mse child (posix_spawn keeps ru_maxrss), not the mse step's own" : "");
+      const plan = planStep({ sessions, trainableValues: train.values, weightCopies: 2, gradCopies: 1, memArena: false, precision: "fp32", mappedWeights });
+      const measured = kind === "patch-dpo" && Number.isFinite(peak) && given === undefined ? { peakMB: peak, load: `bench/RESULTS.md: ${last.split("|")[1]!.trim()}` } : undefined;
+      report(`dpo-step ${kind}`, `${cmdOf || "make bench-dpo-step"} (not run here; bench/RESULTS.md newest row)`, plan, measured,
+        kind === "mse" ? "the mse step's own peak is not in RESULTS.md (a child started by posix_spawn inherits its parent's ru_maxrss)" : "");
     }
   } else throw new Error(`unknown case ${c} (train-tiny, train-vit, finetune-encoder, dpo-epoch, dpo-step)`);
 }

@@ -89,6 +89,11 @@ export interface StepSpec {
   /** ORT's CPU memory arena on the sessions (each keeps its high-water mark). */
   memArena: boolean;
   precision: Precision;
+  /**
+   * Frozen weights only as ONNX Runtime maps them from their files (CompileOptions.mappedWeights:
+   * no pre-packed copies). Mapped pages count in RSS once per session that maps them.
+   */
+  mappedWeights?: boolean;
   /** Other host memory the script keeps during the step (e.g. an encoder's weights decoded in JS). */
   extraHost?: { what: string; bytes: number }[];
   /**
@@ -135,8 +140,8 @@ export function planStep(spec: StepSpec, device: PlanDevice = "cpu", opts: { nev
   for (const e of spec.extraHost ?? []) host(e.what, e.bytes);
   if (device === "cpu") {
     for (const { name, memory: m } of sessions) {
-      host(`${name}: initializers after constant folding`, m.initializerBytes);
-      if (m.packedBytes) host(`${name}: weights pre-packed by a second kernel (forward + backward)`, m.packedBytes);
+      host(`${name}: initializers after constant folding${spec.mappedWeights ? " (frozen weights mapped from their files)" : ""}`, m.initializerBytes);
+      if (m.packedBytes && !spec.mappedWeights) host(`${name}: weights pre-packed by a second kernel (forward + backward)`, m.packedBytes);
       host(`${name}: session (${m.nodes} nodes)`, sessionOverhead(m));
     }
     // A run allocates each intermediate as its node runs (the liveness peak); from the second run
@@ -250,6 +255,8 @@ export interface DiffusionPlanSetup {
   recompute?: boolean;
   /** UNet attention in chunks of this many query rows (DiffusionTrainer's `attentionChunk`, default 1024). */
   attentionChunk?: number;
+  /** DiffusionTrainer's `mappedWeights` (frozen weights only as mapped from their files). */
+  mappedWeights?: boolean;
 }
 
 /** The IP-Adapter weights (release layout) as shapes: image_proj.* and ip_adapter.<n>.to_k_ip / to_v_ip. */
@@ -366,7 +373,7 @@ export function diffusionSessions(s: DiffusionPlanSetup): { sessions: SessionSpe
 export function planDiffusionStep(s: DiffusionPlanSetup, device: PlanDevice = "cpu", opts: { neverFree?: boolean; loadBytes?: number } = {}): MemoryPlan {
   const { sessions, trainableValues } = diffusionSessions(s);
   const extraHost = s.encoder.kind === "mobilenet" ? [{ what: "embedded MobileNetV2 decoded in JS (image encoder, measured)", bytes: CALIBRATION.mobilenetBytes }] : [];
-  return planStep({ sessions, trainableValues, weightCopies: 2, gradCopies: 2, memArena: s.memArena, precision: s.precision, extraHost, loadBytes: opts.loadBytes }, device, opts);
+  return planStep({ sessions, trainableValues, weightCopies: 2, gradCopies: 2, memArena: s.memArena, precision: s.precision, extraHost, loadBytes: opts.loadBytes, mappedWeights: s.mappedWeights }, device, opts);
 }
 
 // ------------------------------------------------------------------ patch encoder (finetune-encoder)

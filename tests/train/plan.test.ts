@@ -150,6 +150,18 @@ describe("prediction vs a measured peak", () => {
     expect(recomputed.nodes).toBeGreaterThan(plain.nodes); // the recomputed forward copies
     expect(recomputed.peakActivationBytes).toBeLessThan(plain.peakActivationBytes);
   }, 60_000);
+
+  test("frozen weights kept only as mapped (CompileOptions.mappedWeights) drop the pre-packed copies", () => {
+    const setup = {
+      model: modelShapesFromFolder(TINY), projection: projectionFromFile(TINY_IP), encoder: encoderFromSpec("mobilenet_v2"), pairs: 2, size: 64,
+      objective: "patch-dpo" as const, trainable: trainIp, memArena: false, precision: "fp32" as const,
+    };
+    const packed = planDiffusionStep(setup);
+    const mapped = planDiffusionStep({ ...setup, mappedWeights: true });
+    const prepacked = packed.sessions[0]!.memory.packedBytes;
+    expect(prepacked).toBeGreaterThan(0);
+    expect(packed.hostBytes - mapped.hostBytes).toBe(prepacked);
+  }, 60_000);
 });
 
 describe("--plan reads no weights and runs nothing", () => {
