@@ -130,6 +130,12 @@ export interface DpoEpochOptions {
    */
   state: StateWhere;
   threads: number;
+  /**
+   * Gradient checkpointing: each ResnetBlock2D and Transformer2DModel of the UNet keeps only its
+   * inputs for the backward pass and is recomputed there (less activation memory, more time;
+   * bench/RESULTS.md dpo-step).
+   */
+  recompute: boolean;
   /** Classifier-free-guidance dropout per pair (default 5% image / 5% text / 5% both). */
   dropout?: CfgDropout;
   /** Called with every logged step (the CLI prints JSON lines when stderr is not a terminal). */
@@ -140,7 +146,7 @@ export interface DpoEpochOptions {
 export const DEFAULTS = {
   objective: "patch-dpo", epoch: 1, lr: 3e-5, minLr: 0, weightDecay: 0.01, batch: 4, gradAccum: 1, clip: 1.0, warmup: 0,
   schedule: "constant", beta: DPO_DEFAULTS.beta, lambda: DPO_DEFAULTS.lambda, ipScale: 1, train: "ip", seed: 0,
-  saveEvery: 200, resume: false, force: false, device: "cpu", state: "auto", threads: 0,
+  saveEvery: 200, resume: false, force: false, device: "cpu", state: "auto", threads: 0, recompute: false,
 } as const satisfies Partial<DpoEpochOptions>;
 
 /** What run() needs; everything else takes its default. */
@@ -153,7 +159,7 @@ export const OPTIONS = type({
   batch: "number.integer > 0", gradAccum: "number.integer > 0", clip: "number >= 0", warmup: "number.integer >= 0",
   schedule: "'constant' | 'warmup' | 'cosine'", beta: "number > 0", lambda: "number >= 0", ipScale: "number", train: type.enumerated(...TRAIN_SETS),
   "size?": "number.integer > 0", seed: "number.integer >= 0", saveEvery: "number.integer >= 0", "maxSteps?": "number.integer > 0",
-  "stopAt?": "number.integer > 0", resume: "boolean", force: "boolean", device: type.enumerated(...DEVICES), state: type.enumerated(...STATE_WHERE), threads: "number.integer >= 0",
+  "stopAt?": "number.integer > 0", resume: "boolean", force: "boolean", device: type.enumerated(...DEVICES), state: type.enumerated(...STATE_WHERE), threads: "number.integer >= 0", recompute: "boolean",
 });
 
 export interface DpoEpochResult {
@@ -487,7 +493,7 @@ async function epoch(o: DpoEpochOptions, root: string, w: World): Promise<DpoEpo
   }
   const trainer = new DiffusionTrainer({
     model, ip: ipStart, pairs: o.batch, height: size, width: size, objective: o.objective, dpo: { beta: o.beta, lambda: o.lambda },
-    trainable: isTrainable, ipScale: o.ipScale, device: o.device, threads: o.threads,
+    trainable: isTrainable, ipScale: o.ipScale, device: o.device, threads: o.threads, recompute: o.recompute,
     // ORT's arena: 3x faster steps on toy models; off for real ones, where it would hold the peak for good.
     memArena: [...unetParamShapes(model.unet.config).values()].reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0) < 50e6,
     resident: onDevice ? { adamw: { lr: o.lr, weightDecay: o.weightDecay }, clip: o.clip, gradAccum: o.gradAccum } : undefined,
@@ -718,6 +724,8 @@ usage: bun scripts/dpo-epoch.ts --run <dir> --model <folder> --ip-adapter <file>
                           (gradients come down, AdamW on the host) | auto = device on webgpu with one process, host
                           elsewhere (default: ${DEFAULTS.state})
   --threads <n>           intra-op threads, 0 = one per core (default: ${DEFAULTS.threads})
+  --recompute             gradient checkpointing: recompute each UNet ResnetBlock2D / Transformer2DModel in the
+                          backward pass instead of keeping its activations (less memory, about one more forward)
   --plan                  print the predicted peak memory of a step for these flags (model, --size, --batch,
                           --objective, --train, --device, --precision) from configs and file headers only: no
                           weights read, no step run (lib/train/plan.ts; README "Memory planner"); --ip-adapter may
@@ -746,7 +754,7 @@ if (import.meta.main) {
         "ip-scale": { type: "string", default: String(DEFAULTS.ipScale) }, train: { type: "string", default: DEFAULTS.train },
         size: { type: "string" }, seed: { type: "string", default: String(DEFAULTS.seed) },
         "save-every": { type: "string", default: String(DEFAULTS.saveEvery) }, "max-steps": { type: "string" }, "stop-at": { type: "string" },
-        resume: { type: "boolean", default: false }, force: { type: "boolean", default: false },
+        resume: { type: "boolean", default: false }, force: { type: "boolean", default: false }, recompute: { type: "boolean", default: false },
         device: { type: "string", default: DEFAULTS.device }, state: { type: "string", default: DEFAULTS.state }, threads: { type: "string", default: String(DEFAULTS.threads) },
         plan: { type: "boolean", default: false }, precision: { type: "string", default: "fp32" },
         help: { type: "boolean", short: "h", default: false },
@@ -775,7 +783,7 @@ if (import.meta.main) {
       lr: num(v.lr), minLr: num(v["min-lr"]), weightDecay: num(v["weight-decay"]), batch: num(v.batch), gradAccum: num(v["grad-accum"]),
       clip: num(v.clip), warmup: num(v.warmup), schedule: v.schedule as ScheduleName, beta: num(v.beta), lambda: num(v.lambda), ipScale: num(v["ip-scale"]),
       train: v.train as TrainSet, size: num(v.size), seed: num(v.seed), saveEvery: num(v["save-every"]), device: v.device as Device, state: v.state as StateWhere, threads: num(v.threads),
-      maxSteps: num(v["max-steps"]), stopAt: num(v["stop-at"]), resume: v.resume, force: v.force,
+      maxSteps: num(v["max-steps"]), stopAt: num(v["stop-at"]), resume: v.resume, force: v.force, recompute: v.recompute,
       // One JSON line per step for logs; a person at a terminal gets the progress bar instead.
       onStep: process.stderr.isTTY ? undefined : (row) => console.log(JSON.stringify(row)),
     });
