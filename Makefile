@@ -66,7 +66,7 @@ encoder-split: setup
 # file (CompileOptions.mappedWeights), the frozen twin inside the training graph (one session);
 # `make bench-dpo-step` is the same step without any of them.
 bench-dpo-step-recompute: setup
-	bun bench/run.ts dpo-step --rounds 3 --threads 2 --iters 1 --ours "--recompute --mapped-weights --twin-in-graph"
+	bun bench/run.ts dpo-step --rounds 3 --threads 2 --iters 1 --ours="--recompute --mapped-weights --twin-in-graph"
 
 # bench-<name>: ours (bench/<name>.ts) vs PyTorch (bench/<name>.py), appended to bench/RESULTS.md
 bench-%: setup

@@ -11,7 +11,7 @@ import { median } from "./timing.ts";
 const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: { rounds: { type: "string", default: "3" }, threads: { type: "string", default: "2" }, iters: { type: "string", default: "5" }, "no-record": { type: "boolean", default: false },
-    // Extra flags for our side only (e.g. --ours "--recompute" for dpo-step); recorded in the command.
+    // Extra flags for our side only (e.g. --ours="--recompute" for dpo-step); recorded in the command.
     ours: { type: "string", default: "" } },
 });
 const name = positionals[0];
@@ -61,7 +61,7 @@ const speed = refS / oursS;
 const memory = oursMem / refMem;
 const gflops = ours[0]!.gflops;
 const cpu = cpus()[0]?.model ?? "unknown CPU";
-const oursFlags = values.ours ? ` --ours "${values.ours}"` : "";
+const oursFlags = values.ours ? ` --ours="${values.ours}"` : "";
 const command = `${oursFlags ? "" : `make bench-${name}  # = `}bun bench/run.ts ${name} --rounds ${values.rounds} --threads ${threads} --iters ${values.iters}${oursFlags}`;
 // Extra numeric fields both sides report (e.g. dpo-step's mseSeconds), as medians.
 const both = Object.keys(ours[0]!).filter((k) => !["seconds", "peakRssMB", "gflops"].includes(k) && !/^(fwd|bwd)(Gflop|Seconds)$/.test(k) && typeof ours[0]![k] === "number" && typeof ref[0]![k] === "number" && !/loss/i.test(k));
