@@ -111,7 +111,7 @@ for (const c of cases) {
   } else if (c === "dpo-step") {
     // bench/dpo-step.ts's graphs (SD 1.5 UNet + IP-Adapter attention, 1 pair at 32x32 latents, text and
     // image tokens given), with the flags of bench/RESULTS.md's newest dpo-step row (--recompute,
-    // --mapped-weights, --attention-chunk, --latent when its command names them).
+    // --mapped-weights, --attention-chunk, --twin-in-graph, --latent when its command names them).
     const rows = readFileSync("bench/RESULTS.md", "utf8").split("\n").filter((l) => /^\| [^|]+ \| dpo-step \|/.test(l));
     const last = rows.at(-1) ?? "";
     const peak = Number(/\| ([\d.]+) MB \/ [\d.]+ MB = /.exec(last)?.[1]);
@@ -120,7 +120,7 @@ for (const c of cases) {
     const cmdOf = given !== undefined ? `bun bench/dpo-step.ts ${given}` : /`([^`]*bench\/run\.ts dpo-step[^`]*)`/.exec(last)?.[1] ?? "";
     const flag = (name: string) => new RegExp(`--${name}(\\s|$)`).test(cmdOf);
     const valueOf = (name: string) => new RegExp(`--${name}[ =](\\d+)`).exec(cmdOf)?.[1];
-    const recompute = flag("recompute"), mappedWeights = flag("mapped-weights");
+    const recompute = flag("recompute"), mappedWeights = flag("mapped-weights"), twinInGraph = flag("twin-in-graph");
     const attentionChunk = Number(valueOf("attention-chunk") ?? 0) || undefined;
     const h = Number(valueOf("latent") ?? 32);
     const config = unetConfigFromJson(JSON.parse(readFileSync("tests/fixtures/diffusers/sd15-unet.config.json", "utf8")));
@@ -131,13 +131,28 @@ for (const c of cases) {
       const build = (training: boolean) => {
         const g = new G.Graph();
         const p = new Params(g, source, { trainable: isIp });
-        const pred = unetForward(p, config, {
+        const inputs = {
           sample: g.input("noisy", [R, C, h, h]), timestep: g.input("timestep", [R]), encoderHiddenStates: g.input("encoder_hidden_states", [R, 77, D]),
           ipTokens: g.input("ip_tokens", [R, 16, D]), ipScale: 1, attentionChunk,
-        });
+        };
+        const pred = unetForward(p, config, inputs);
         if (!training) return { outputs: { pred } as Record<string, Tensor>, values: 0 };
         const q = (n: string) => g.input(n, [1, h, h]);
-        const o = objective(kind, { pred, target: g.input("target", [R, C, h, h]), qRef: q("q_ref"), qGen: q("q_gen"), refPred: kind === "patch-dpo" ? g.input("ref_pred", [R, C, h, h]) : undefined }, { beta: 5000, lambda: 1 });
+        let refPred: Tensor | undefined;
+        if (kind === "patch-dpo" && twinInGraph) {
+          // As bench/dpo-step.ts --twin-in-graph: the twin shares the frozen tensors, its IP weights fed as ref:<name>.
+          const refIp = new Map<string, Tensor>();
+          const twin = Object.create(p) as Params;
+          twin.get = function (this: Params, name: string, shape: readonly number[]): Tensor {
+            const full = (this.opts.prefix ?? "") + name;
+            if (!isIp(full)) return Params.prototype.get.call(this, name, shape);
+            let t = refIp.get(full);
+            if (!t) refIp.set(full, (t = g.input(`ref:${full}`, shape)));
+            return t;
+          };
+          refPred = unetForward(twin, config, inputs);
+        } else if (kind === "patch-dpo") refPred = g.input("ref_pred", [R, C, h, h]);
+        const o = objective(kind, { pred, target: g.input("target", [R, C, h, h]), qRef: q("q_ref"), qGen: q("q_gen"), refPred }, { beta: 5000, lambda: 1 });
         const names = [...p.trainable.keys()];
         const grads = G.grad(o.loss, names.map((n) => p.trainable.get(n)!), undefined, { recompute });
         const outputs: Record<string, Tensor> = { loss: o.loss };
@@ -145,7 +160,7 @@ for (const c of cases) {
         return { outputs, values: names.reduce((s, n) => s + p.trainable.get(n)!.size, 0) };
       };
       const train = build(true);
-      const sessions = [{ name: "train graph", outputs: train.outputs }, ...(kind === "patch-dpo" ? [{ name: "frozen twin", outputs: build(false).outputs }] : [])];
+      const sessions = [{ name: "train graph", outputs: train.outputs }, ...(kind === "patch-dpo" && !twinInGraph ? [{ name: "frozen twin", outputs: build(false).outputs }] : [])];
       // Host: `initial` (views of the mapped IP file, touched) and `weights`; one gradient copy.
       const plan = planStep({ sessions, trainableValues: train.values, weightCopies: 2, gradCopies: 1, memArena: false, precision: "fp32", mappedWeights });
       const measured = kind === "patch-dpo" && Number.isFinite(peak) && given === undefined ? { peakMB: peak, load: `bench/RESULTS.md: ${last.split("|")[1]!.trim()}` } : undefined;
