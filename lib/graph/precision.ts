@@ -6,10 +6,10 @@
 //   numerically sensitive ops: Softmax, LogSoftmax, the normalizations (their statistics),
 //     reductions (sums and means: the losses, the softmax's backward), Exp, Log, Pow,
 //     Reciprocal, Sqrt, Softplus                             -> float32;
+//   squares (Mul(x, x))                                      -> float32, like Pow;
 //   everything else (elementwise, shape ops)                 -> the low dtype when every float input
-//     is already low (or a constant) and the result goes on to a low-dtype op (an activation
-//     between two matmuls); else float32 (a fed input is involved, or the result heads for the
-//     loss, an output, or an in-graph optimizer: a weight's gradient).
+//     is already low (or a constant), else float32 (a fed input or a float32 result is involved).
+//     Decided from a node's inputs only, so a forward computes alike in every graph it is part of.
 //
 // Casts go in where a tensor is needed in the other dtype, once per tensor. The graph's edge stays
 // float32: fed inputs (images, noise, trainable master weights) are cast inside the graph, and every
@@ -189,21 +189,7 @@ export function autocast(outputs: Record<string, Tensor>, precision: Precision):
 
   for (const t of topoLeaves(outputs)) leaf(t);
 
-  // Which results are on their way to a low-dtype op through ops that would follow it. Only those
-  // stay low in the elementwise ops between: a weight's gradient (a matmul's output, read by an
-  // in-graph AdamW's g * g, or by the clip's norm) goes back to float32 at once, as PyTorch's
-  // gradients do, instead of being squared in fp16 (1e-4 squared is below fp16's smallest value).
   const nodes = topoNodes(outputs);
-  const consumers = new Map<Tensor, Node[]>();
-  for (const n of nodes) for (const x of n.inputs) if (x) consumers.set(x, [...(consumers.get(x) ?? []), n]);
-  const towardLow = new Set<Tensor>();
-  for (let i = nodes.length - 1; i >= 0; i--) {
-    for (const o of nodes[i]!.outputs) {
-      const leads = (consumers.get(o) ?? []).some((c) => lowOps.has(c.op) || (c.op !== "Cast" && !FLOAT32_OPS.has(c.op) && c.outputs.some((w) => towardLow.has(w))));
-      if (leads) towardLow.add(o);
-    }
-  }
-
   for (const n of nodes) {
     const floats = n.inputs.filter((x): x is Tensor => !!x && x.dtype === "float32");
     let mode: "low" | "f32" | "pass";
@@ -212,11 +198,16 @@ export function autocast(outputs: Record<string, Tensor>, precision: Precision):
     else if (lowOps.has(n.op)) mode = "low";
     else if (FLOAT32_OPS.has(n.op) || precision === "bf16") mode = "f32";
     else {
-      // Promote: low only if every float input already has a low version (or is a constant), at
-      // least one is not a constant, and the result goes on to a low-dtype op.
+      // Promote: low only if every float input already has a low version (or is a constant) and
+      // at least one is not a constant. The choice depends on a node's inputs only, never on its
+      // consumers: the forward part of a training graph then computes exactly as the same forward
+      // in an inference graph does (patch-dpo's frozen reference pass and the trained model's pass
+      // must round alike, or beta multiplies the difference). A square (Mul(x, x), an AdamW's g * g)
+      // is float32 like Pow: 1e-4 squared is below fp16's smallest value.
       const ready = floats.every((x) => lo.has(x) || flexible.has(x));
       const real = floats.some((x) => lo.has(x) && !flexible.has(x));
-      mode = ready && real && n.outputs.some((o) => towardLow.has(o)) ? "low" : "f32";
+      const square = n.op === "Mul" && n.inputs[0] === n.inputs[1];
+      mode = ready && real && !square ? "low" : "f32";
     }
 
     if (n.op === "Cast") {

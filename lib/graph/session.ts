@@ -356,7 +356,16 @@ export async function compile(outputs: Record<string, Tensor>, opts: CompileOpti
   const lowered = lower(autocast(outputs, precision), { rewrite: REWRITES[opts.lowerAs ?? device], fused: opts.fusedOps && !UNFUSED.has(opts.lowerAs ?? device) });
   const bytes = encodeModel(keepHalfWeights(bridgeBfloat16(lowered.model), device));
   const threads = opts.threads ?? 0;
-  const optimization = opts.mappedWeights && (opts.optimization ?? "all") === "all" ? "extended" : (opts.optimization ?? "all");
+  // Half-precision graphs with trainable inputs (training graphs, and patch-dpo's forward twin that
+  // computes the frozen reference's prediction) skip ORT's extended fusions. Whether ORT fuses
+  // depends on the graph around a node (a backward pass reading an intermediate blocks a fusion),
+  // and in fp16 a fused kernel rounds differently: the same UNet forward then differed by 5.9e-3
+  // between the training graph and its twin on webgpu (2.5e-3 on cpu), which patch-dpo's beta
+  // multiplies into the loss. With "basic" they agree bit for bit on webgpu; cpu's fp16 (Casts ORT
+  // inserts, then partly removes at "basic") needs "disabled" (tests/graph/precision.test.ts).
+  const halfTraining = precision !== "fp32" && lowered.inputs.some((t) => t.trainable) ? (device === "cpu" ? "disabled" : "basic") : undefined;
+  const chosen = opts.optimization ?? halfTraining ?? "all";
+  const optimization = opts.mappedWeights && chosen === "all" ? "extended" : chosen;
   // The weight files' identities are part of the key: a checkpoint rewritten at the same path gets a new session.
   const weightIds = lowered.external.files.map((f) => {
     const st = statSync(f);

@@ -3,7 +3,10 @@
 //      and on cpu, against fp32 on cpu: 8-bit images;
 //   b. score-patches --precision fp16 (MobileNetV2 quality maps);
 //   c. eval --precision fp16 (feature score);
-//   d. --precision bf16 on cpu is refused before anything is written; the flag is recorded in run.json.
+//   d. --precision bf16 on cpu is refused before anything is written; the flag is recorded in run.json;
+//   e. dpo-epoch --precision fp16 (patch-dpo, tiny random-weight SD + IP-Adapter; on webgpu with the
+//      state on the device, AdamW in the graph) and finetune-encoder --precision fp16, 2 steps each:
+//      losses and trained weights against fp32 on cpu.
 // Tolerances are stated per test; the measured values are printed (and in the README's Precision paragraph).
 
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
@@ -22,6 +25,11 @@ import { DEFAULTS as EVAL_DEFAULTS, run as evaluate } from "../../scripts/eval.t
 import { DEFAULTS as GEN_DEFAULTS, run as generate } from "../../scripts/generate-images.ts";
 import { DEFAULTS as SCORE_DEFAULTS, run as score } from "../../scripts/score-patches.ts";
 import { DEFAULTS as PROMPT_DEFAULTS, run as synthesize } from "../../scripts/synthesize-prompts.ts";
+import { DEFAULTS as DPO_DEFAULTS, epochFile, run as dpoEpoch } from "../../scripts/dpo-epoch.ts";
+import { run as finetune } from "../../scripts/finetune-encoder.ts";
+import { TrainLogRow } from "../../lib/io/schemas.ts";
+import { runPaths } from "../../lib/io/rundir.ts";
+import { SIZE, tinyModel, tinyRun } from "./helpers/tiny-run.ts";
 import { type Diff, NO_WEBGPU, expectClose, fmtDiff, noteWebgpuSkip, worst } from "../graph/webgpu-helpers.ts";
 
 setDefaultTimeout(300_000);
@@ -135,5 +143,61 @@ describe("--precision on the scripts", () => {
     expect(existsSync(join(run, "run.json"))).toBe(false);
     await expect(score({ ...SCORE_DEFAULTS, run, precision: "bf16" })).rejects.toThrow(/not supported on cpu/);
     await expect(score({ ...SCORE_DEFAULTS, run, precision: "fp8" as never })).rejects.toThrow(/--precision must be/);
+  });
+
+  // Step 1 starts at theta = the frozen reference, so patch-dpo's margins are 0 in exact arithmetic:
+  // its loss checks that the trained pass and the reference twin round alike (without compile()'s
+  // "basic" optimization level for half-precision training graphs, fp16 on webgpu was 23% off
+  // here, beta 5000 multiplying a 1e-4 difference of two MSEs). After one AdamW update (about
+  // +-lr per weight: Adam's first step is lr * sign(g), and fp16 flips the sign of gradient entries
+  // near 0) the margins are beta/2 times differences of the updates, so step 2's loss gets a
+  // tolerance only for scale, and the trained weights one of 2 lr per step.
+  test("dpo-epoch patch-dpo, 2 steps: step 1 loss (tolerance 1e-3 of scale; measured webgpu 1.9e-4, cpu 1.1e-5), MSEs (1e-3), step 2 loss (3e-1; measured 1.8e-1 / 6.6e-2), trained weights within 6 lr (measured 3.9 lr / 2.6 lr)", async () => {
+    const base = await tinyRun(join(root, "dpo-base"), { subjects: 2, perReference: 1 });
+    const model = await tinyModel(root);
+    const LR = 1e-3;
+    const trained: Record<string, { loss: number[]; mse: number[]; weights: Map<string, Float32Array> }> = {};
+    for (const r of RUNS) {
+      const dir = join(root, `dpo-${tag(r)}`);
+      cpSync(base, dir, { recursive: true });
+      await dpoEpoch({ ...DPO_DEFAULTS, run: dir, model: model.model, ipAdapter: model.ip, imageEncoder: "mobilenet_v2", objective: "patch-dpo", size: SIZE, batch: 1, maxSteps: 2, lr: LR, threads: 1, saveEvery: 0, device: r.device, precision: r.precision });
+      const rows = await readJsonlAll(runPaths(dir).trainLog, TrainLogRow);
+      const f = openSafetensors(epochFile(runPaths(dir), 1));
+      trained[tag(r)] = { loss: rows.map((x) => x.loss), mse: rows.map((x) => x.mse as number), weights: new Map(f.names().map((n) => [n, f.float32(n)])) };
+    }
+    const ref = trained["fp32-cpu"]!;
+    expect(ref.loss.length).toBe(2);
+    for (const r of RUNS.slice(1)) {
+      const t = trained[tag(r)]!;
+      const first = expectClose(`${tag(r)} step 1 loss`, [t.loss[0]!], [ref.loss[0]!], 1e-3);
+      const mse = expectClose(`${tag(r)} MSEs`, t.mse, ref.mse, 1e-3);
+      const second = expectClose(`${tag(r)} step 2 loss`, [t.loss[1]!], [ref.loss[1]!], 3e-1);
+      let w = 0;
+      for (const [n, v] of ref.weights) {
+        const o = t.weights.get(n)!;
+        for (let i = 0; i < v.length; i++) w = Math.max(w, Math.abs(o[i]! - v[i]!));
+      }
+      console.log(`${r.precision} on ${r.device} vs fp32 on cpu: dpo-epoch patch-dpo 2 steps: step 1 loss ${fmtDiff(first)}; MSEs ${fmtDiff(mse)}; step 2 loss ${fmtDiff(second)}; trained weights max |diff| ${w.toExponential(2)} (lr ${LR})`);
+      expect(w).toBeLessThanOrEqual(6 * LR);
+    }
+  });
+
+  test("finetune-encoder (MobileNetV2, 2 steps): fp16 losses (tolerance 5e-2 of scale) and trained weights (1e-2) vs fp32 on cpu", async () => {
+    const images = join(root, "base", "references");
+    const trained: Record<string, { loss: number[]; weights: Map<string, Float32Array> }> = {};
+    for (const r of RUNS) {
+      const out = join(root, `ft-${tag(r)}`);
+      await finetune({ images, out, featureLayer: "block_13_expand_relu", imageSize: 64, trainBlocks: 1, steps: 2, batch: 2, holdout: 0, lr: 1e-3, warmup: 0, threads: 1, saveEvery: 0, device: r.device, precision: r.precision });
+      const f = openSafetensors(join(out, "weights.safetensors"));
+      trained[tag(r)] = { loss: (await readJsonlAll(join(out, "train-log.jsonl"), TrainLogRow)).map((x) => x.loss), weights: new Map(f.names().map((n) => [n, f.float32(n)])) };
+    }
+    const ref = trained["fp32-cpu"]!;
+    expect(ref.loss.length).toBe(2);
+    for (const r of RUNS.slice(1)) {
+      const t = trained[tag(r)]!;
+      const l = expectClose(`${tag(r)} loss`, t.loss, ref.loss, 5e-2);
+      const w = worst([...ref.weights].map(([n, v]) => expectClose(`${tag(r)} ${n}`, t.weights.get(n)!, v, 1e-2)));
+      console.log(`${r.precision} on ${r.device} vs fp32 on cpu: finetune-encoder 2 steps: losses ${fmtDiff(l)}; trained weights ${fmtDiff(w)}`);
+    }
   });
 });
