@@ -390,7 +390,8 @@ export interface FinetunePlanSetup {
   /** Corresponding patches per view pair (0: a third of the grid). */
   matches: number;
   temperature: number;
-  gradAccum?: number;
+  /** Gradient checkpointing of each ViT block (finetune-encoder --recompute). */
+  recompute?: boolean;
   /** finetune-encoder's held-out accuracy graph runs this many images at once. */
   evalBatch: number;
   precision: Precision;
@@ -413,7 +414,7 @@ export function finetuneSessions(s: FinetunePlanSetup): { sessions: SessionSpec[
   const flat = G.reshape(G.transpose(probe.patches, [0, 2, 3, 1]), [2 * B * hw, C]);
   const loss = infoNCE(G.gather(flat, probe.g.input("index_a", [B * M], "int64")), G.gather(flat, probe.g.input("index_b", [B * M], "int64")), s.temperature);
   const candidates = [...probe.p.trainable];
-  const grads = G.grad(loss, candidates.map(([, t]) => t));
+  const grads = G.grad(loss, candidates.map(([, t]) => t), undefined, { recompute: s.recompute });
   const outputs: Record<string, Tensor> = { loss };
   let trainableValues = 0;
   candidates.forEach(([, t], i) => {
@@ -505,6 +506,7 @@ export interface FinetunePlanOptions {
   temperature: number;
   device: string;
   precision: Precision;
+  recompute?: boolean;
 }
 
 /** finetune-encoder --plan: the step's memory for the flags given (the encoder's shapes only). */
@@ -515,7 +517,7 @@ export function planFinetuneEncoder(o: FinetunePlanOptions): { plan: MemoryPlan;
   const imageSize = o.imageSize ?? o.encoder.imageSize;
   const device: PlanDevice = o.device === "cpu" ? "cpu" : "gpu";
   const plan = planFinetuneStep({ ...o, imageSize, evalBatch: 8 }, device);
-  return { plan, text: formatPlan(plan, `finetune-encoder ${o.encoder.name}, ${imageSize} px, ${o.batch} view pair${o.batch === 1 ? "" : "s"} (${2 * o.batch} images), ${o.device}`, device === "gpu" ? GPUS : []) };
+  return { plan, text: formatPlan(plan, `finetune-encoder ${o.encoder.name}, ${imageSize} px, ${o.batch} view pair${o.batch === 1 ? "" : "s"} (${2 * o.batch} images), ${o.device}${o.recompute ? ", --recompute" : ""}`, device === "gpu" ? GPUS : []) };
 }
 
 // ------------------------------------------------------------------ printing
