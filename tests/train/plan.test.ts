@@ -201,6 +201,12 @@ describe("--plan reads no weights and runs nothing", () => {
     expect(out).toContain("128x128 latents");
     expect(out).toMatch(/80 GB GPU .*: (fits|does NOT fit)/);
     expect(out).toMatch(/141 GB GPU .*: (fits|does NOT fit)/);
+    // --recompute reaches the plan through the CLI.
+    const tiny = (...extra: string[]) => Bun.spawnSync(["bun", "scripts/dpo-epoch.ts", "--plan", "--model", TINY, "--ip-adapter", TINY_IP, "--image-encoder", "mobilenet_v2", "--batch", "4", ...extra], { stdout: "pipe", stderr: "pipe" }).stdout.toString();
+    const peak = (s: string) => Number(/train graph: activations .*first run's peak ([\d.]+) MiB/.exec(s)?.[1]);
+    const [plain, rc] = [tiny(), tiny("--recompute")];
+    expect(rc).toContain("--recompute");
+    expect(peak(rc)).toBeLessThan(peak(plain));
   }, 60_000);
 });
 
