@@ -127,6 +127,19 @@ describe("dpo-epoch on a scored tiny-world run", () => {
     });
   }
 
+  test("--recompute (gradient checkpointing) trains to the same losses and weights, to float rounding", async () => {
+    const [a, b] = [runDir(), runDir()];
+    await run(opts(a, { objective: "patch-dpo", maxSteps: 2, saveEvery: 0 }));
+    await run(opts(b, { objective: "patch-dpo", maxSteps: 2, saveEvery: 0, recompute: true }));
+    const [la, lb] = [await log(a), await log(b)];
+    expect(lb.map((r) => r.step)).toEqual([0, 1]);
+    lb.forEach((r, i) => expect(Math.abs(r.loss - la[i]!.loss)).toBeLessThan(1e-5 * (1 + Math.abs(la[i]!.loss))));
+    const w = (d: string) => loadIpAdapter(epochFile(runPaths(d), 1), "mobilenet_v2").source.float32("ip_adapter.1.to_k_ip.weight");
+    const [wa, wb] = [w(a), w(b)];
+    expect(Math.max(...wa.map((x, i) => Math.abs(x - wb[i]!)))).toBeLessThan(1e-5);
+    for (const d of [a, b]) rmSync(d, { recursive: true, force: true });
+  });
+
   test("a full pass: --grad-accum micro-batches per step, the last step topped up from the start of the order", async () => {
     const dir = runDir();
     const res = await run(opts(dir, { objective: "mse", gradAccum: 3, maxSteps: undefined }));
