@@ -182,7 +182,7 @@ describe("--precision on the scripts", () => {
     }
   });
 
-  test("finetune-encoder (MobileNetV2, 2 steps): fp16 losses (tolerance 5e-2 of scale) and trained weights (1e-2) vs fp32 on cpu", async () => {
+  test("finetune-encoder (MobileNetV2, 2 steps): fp16 losses (tolerance 5e-2 of scale; measured webgpu 9.0e-4, cpu 3.9e-4) and trained weights (1e-2; measured 7.0e-3 / 4.7e-3) vs fp32 on cpu", async () => {
     const images = join(root, "base", "references");
     const trained: Record<string, { loss: number[]; weights: Map<string, Float32Array> }> = {};
     for (const r of RUNS) {
