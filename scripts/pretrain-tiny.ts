@@ -218,7 +218,7 @@ export async function run(opts: Partial<PretrainOptions> & { out: string }) {
     if (!Number.isFinite(r.loss) || !allFinite(r.grads.values())) throw new Error(`step ${step}: non-finite loss or gradient (lower --lr)`);
     const gradNorm = clipGradNorm(r.grads, 1.0);
     const lr = learningRate(sched, step);
-    opt.step(weights, r.grads, lr);
+    await opt.stepAsync(weights, r.grads, lr); // threads for large sets (lib/train/adamw.ts), same bits
     if (step % o.logEvery === 0 || step === o.steps - 1) {
       const row = { step, loss: r.loss, lr, gradNorm, seconds: (performance.now() - t0) / 1000 };
       await appendJsonl(log, row);

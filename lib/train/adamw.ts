@@ -9,7 +9,9 @@
 //                AdamW's moments live in SharedArrayBuffers, and each chunk of weights and
 //                gradients is copied into a shared staging buffer, updated by the workers, and
 //                the weights copied back (memcpy costs ~1/10 of the update per element).
-//                Below PARALLEL_MIN values, or with threads <= 1, it is step().
+//                Below PARALLEL_MIN values (64M), or with threads <= 1, it is step(); the
+//                trainers call stepAsync, so large parameter sets (an SDXL IP-Adapter's 341M)
+//                get the threads and the rest runs as before.
 // bench/adamw.ts measures both (bench/RESULTS.md).
 
 export interface AdamWConfig {
@@ -49,8 +51,13 @@ export function adamwKernel(p: Float32Array, po: number, g: Float32Array, go: nu
   }
 }
 
-/** Parameter sets smaller than this many values are updated on the calling thread. */
-export const PARALLEL_MIN = 1 << 20;
+/**
+ * Parameter sets smaller than this many values are updated on the calling thread by stepAsync.
+ * Measured here (bench/adamw.ts, 2 threads, load 5-7): at 19.2M and 22.0M values the threads
+ * gained nothing over step() (the copies through the staging buffer cost what the second thread
+ * saves), at 340.8M they were 1.19x faster than step() (1.71x the old loop).
+ */
+export const PARALLEL_MIN = 1 << 26;
 /** Values per staging chunk (weights and gradients: 2 x 32 MB). */
 const STAGE = 1 << 23;
 
@@ -102,10 +109,14 @@ export class AdamW {
   readonly stage: number;
   private staging?: [Float32Array, Float32Array];
 
-  constructor(cfg: Partial<AdamWConfig> = {}, opts: { threads?: number; stage?: number } = {}) {
+  /** Values below which stepAsync runs step() (default PARALLEL_MIN). */
+  readonly minParallel: number;
+
+  constructor(cfg: Partial<AdamWConfig> = {}, opts: { threads?: number; stage?: number; minParallel?: number } = {}) {
     this.cfg = { ...ADAMW_DEFAULTS, ...cfg };
     this.threads = opts.threads ?? Math.min(8, navigator.hardwareConcurrency || 1);
     this.stage = opts.stage ?? STAGE;
+    this.minParallel = opts.minParallel ?? PARALLEL_MIN;
   }
 
   private consts(lr: number): AdamWConsts {
@@ -138,7 +149,7 @@ export class AdamW {
   async stepAsync(params: Map<string, Float32Array>, grads: Map<string, Float32Array>, lr = this.cfg.lr): Promise<void> {
     let total = 0;
     for (const [name, p] of params) if (grads.has(name)) total += p.length;
-    if (this.threads <= 1 || total < PARALLEL_MIN) return this.step(params, grads, lr);
+    if (this.threads <= 1 || total < this.minParallel) return this.step(params, grads, lr);
     // The calling thread takes one share itself (it would otherwise wait, and Bun's event loop
     // spins while it waits for a worker's answer): threads - 1 workers.
     const ws = workers(this.threads - 1);

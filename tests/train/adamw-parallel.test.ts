@@ -5,9 +5,10 @@
 
 import { describe, expect, test } from "bun:test";
 import { Rng } from "../../lib/rng.ts";
-import { AdamW, PARALLEL_MIN } from "../../lib/train/adamw.ts";
+import { AdamW } from "../../lib/train/adamw.ts";
 
-const SIZES: Record<string, number> = { big: PARALLEL_MIN + 12_345, small: 7, mid: 300_001, frozen: 1000 };
+const MIN = 1 << 20; // minParallel of the threaded optimizers here (the default is 64M values)
+const SIZES: Record<string, number> = { big: MIN + 12_345, small: 7, mid: 300_001, frozen: 1000 };
 const make = (seed: number) => {
   const r = new Rng(seed);
   return new Map(Object.entries(SIZES).map(([k, n]) => [k, r.normals(n, 0.5)]));
@@ -23,7 +24,7 @@ const bits = (m: Map<string, Float32Array>) => new Map([...m].map(([k, a]) => [k
 describe("AdamW on worker threads", () => {
   for (const [threads, stage] of [[2, 1 << 19], [3, 100_003], [2, 1 << 23]] as const) {
     test(`${threads} workers, staging chunk ${stage}: the same bits as step() and the old loop`, async () => {
-      const a = new AdamW(cfg), b = new AdamW(cfg), c = new AdamW(cfg, { threads, stage });
+      const a = new AdamW(cfg), b = new AdamW(cfg), c = new AdamW(cfg, { threads, stage, minParallel: MIN });
       const pa = make(1), pb = make(1), pc = make(1);
       for (let s = 0; s < 4; s++) {
         const lr = s === 2 ? 1e-3 : undefined;
@@ -44,4 +45,11 @@ describe("AdamW on worker threads", () => {
       expect(pc.get("frozen")).toEqual(make(1).get("frozen")!);
     });
   }
+});
+
+test("below minParallel stepAsync is step(): no worker, plain moments", async () => {
+  const c = new AdamW(cfg, { threads: 2 });
+  const p = make(1);
+  await c.stepAsync(p, gradsAt(0));
+  expect(c.m.get("big")!.buffer).not.toBeInstanceOf(SharedArrayBuffer);
 });
