@@ -59,6 +59,8 @@ export interface GraphMemory {
 }
 
 export interface MemoryOptions {
+  /** Stored dtypes of frozen weights whose Cast is not folded (session.ts keepHalfWeights: cuda fp16/bf16, webgpu fp16). */
+  keepHalfWeights?: readonly DType[];
   /**
    * Bytes of every floating-point tensor (2: a graph computing in float16 / bfloat16). Default:
    * each tensor's own dtype.
@@ -83,7 +85,10 @@ export function graphMemory(outputs: Record<string, Tensor>, opts: MemoryOptions
   // ---- constant folding: nodes computable at session creation
   const folded = new Set<Node>();
   const constant = (t: Tensor | null) => !t || isInitializer(t) || (t.node !== undefined && folded.has(t.node));
-  for (const n of order) if (!NO_FOLD.has(n.op) && n.inputs.every(constant)) folded.add(n);
+  // On a GPU provider session.ts keeps half-precision frozen weights unfolded (listed as never-fed
+  // inputs): their Cast runs at each use, and the weight stays in its stored dtype.
+  const keptHalf = (n: Node) => n.op === "Cast" && n.inputs[0]?.leaf?.kind === "external" && !!opts.keepHalfWeights?.includes(n.inputs[0].dtype);
+  for (const n of order) if (!NO_FOLD.has(n.op) && !keptHalf(n) && n.inputs.every(constant)) folded.add(n);
   const run = order.filter((n) => !folded.has(n));
 
   // Initializers still used by a node that runs (or requested as an output).

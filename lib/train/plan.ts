@@ -128,7 +128,9 @@ const sessionOverhead = (m: GraphMemory) => CALIBRATION.sessionFixedBytes + CALI
 /** The plan of a step whose graphs and host state are given (the benches use this directly). */
 export function planStep(spec: StepSpec, device: PlanDevice = "cpu", opts: { neverFree?: boolean } = {}): MemoryPlan {
   // compile() rewrites every graph with autocast for the precision in force (lib/graph/precision.ts): so does the plan.
-  const sessions = spec.sessions.map((s) => ({ name: s.name, memory: graphMemory(G.autocast(s.outputs, spec.precision), { neverFree: opts.neverFree }) }));
+  // A GPU plan is a cuda plan: session.ts keeps fp16 / bf16 frozen weights in their stored dtype there.
+  const keepHalfWeights: G.DType[] = device === "gpu" ? ["float16", "bfloat16"] : [];
+  const sessions = spec.sessions.map((s) => ({ name: s.name, memory: graphMemory(G.autocast(s.outputs, spec.precision), { neverFree: opts.neverFree, keepHalfWeights }) }));
   const lines: PlanLine[] = [];
   const host = (what: string, bytes: number) => lines.push({ what, bytes, where: "host" });
   const dev = (what: string, bytes: number) => lines.push({ what, bytes, where: "device" });
@@ -471,7 +473,12 @@ export function planDpoEpoch(o: DpoPlanOptions): { plan: MemoryPlan; text: strin
   if (!["cpu", "cuda", "webgpu"].includes(o.device)) throw bad("--device", o.device, ["cpu", "cuda", "webgpu"]);
   if (!o.trainable) throw bad("--train", o.train, ["ip", "ip+proj"]);
   if (o.size !== undefined && !(Number.isInteger(o.size) && o.size > 0)) throw new UsageError(`--size ${o.size}: expected a positive integer (pixels)`);
+  // Frozen weights in the files' dtype; a folder of configs alone is taken to hold the checkpoint
+  // variant of the precision asked for (fp16 / bf16 files for fp16 / bf16 training).
+  const assumed: G.DType = o.precision === "fp16" ? "float16" : o.precision === "bf16" ? "bfloat16" : "float32";
   const model = modelShapesFromFolder(o.model);
+  const weightsFound = existsSync(join(model.dir, "unet", "diffusion_pytorch_model.safetensors")) || existsSync(join(model.dir, "unet", "model.safetensors"));
+  if (!weightsFound) model.weightDType = assumed;
   const ipFile = resolve(o.ipAdapter);
   let projection: ImageProjectionConfig;
   if (existsSync(ipFile)) projection = projectionFromFile(ipFile);
@@ -492,7 +499,8 @@ export function planDpoEpoch(o: DpoPlanOptions): { plan: MemoryPlan; text: strin
     recompute: o.recompute,
   }, device, { loadBytes });
   const title = `dpo-epoch ${o.objective}, ${model.dir}, ${size} px (${size / model.vaeFactor}x${size / model.vaeFactor} latents), ${o.batch} pair${o.batch === 1 ? "" : "s"} (${2 * o.batch} UNet rows), ${o.device}${o.recompute ? ", --recompute" : ""}`;
-  return { plan, text: formatPlan(plan, title, device === "gpu" ? GPUS : []) };
+  const stored = weightsFound ? `frozen weights stored as ${model.weightDType} (read from the files' headers)` : `frozen weights assumed stored as ${model.weightDType} (no weight file in ${model.dir}: the checkpoint variant of --precision ${o.precision})`;
+  return { plan, text: `${formatPlan(plan, title, device === "gpu" ? GPUS : [])}\n  ${stored}` };
 }
 
 export interface FinetunePlanOptions {
