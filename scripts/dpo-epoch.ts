@@ -51,6 +51,7 @@ import { parseArgs } from "node:util";
 import { type } from "arktype";
 import { type DiffusionModel, type IpAdapter, MODEL_LAYOUT_HELP, checkImageSize, checkModels, loadDiffusionModel, loadIpAdapter, nativeSize } from "../lib/diffusion/model.ts";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
+import { PRECISIONS, PRECISION_HELP, type Precision as ComputePrecision, withPrecision } from "../lib/graph/precision.ts";
 import { type World, allReduceMeanGrads, barrier, checkSame, shareOf, world } from "../lib/dist/index.ts";
 import { writeJsonAtomic } from "../lib/io/atomic.ts";
 import { resolveOptions } from "../lib/io/cli.ts";
@@ -120,6 +121,8 @@ export interface DpoEpochOptions {
   resume: boolean;
   force: boolean;
   device: Device;
+  /** Compute dtype (lib/graph/precision.ts; default fp32): fp16/bf16 compute with fp32 master weights, gradients and AdamW. */
+  precision?: ComputePrecision;
   /**
    * Where the trainable weights and AdamW's state live between steps. device: AdamW, clipping,
    * the NaN/Inf guard and accumulation run inside the training graph and the state stays on the
@@ -154,6 +157,7 @@ export type DpoEpochInput = Pick<DpoEpochOptions, "run" | "model" | "ipAdapter" 
 
 /** The options' schema: the CLI and run() check with it. */
 export const OPTIONS = type({
+  "precision?": type.enumerated(...PRECISIONS),
   run: "string > 0", model: "string > 0", ipAdapter: "string > 0", imageEncoder: "string > 0",
   objective: type.enumerated(...OBJECTIVES), epoch: "number.integer > 0", lr: "number > 0", minLr: "number >= 0", weightDecay: "number >= 0",
   batch: "number.integer > 0", gradAccum: "number.integer > 0", clip: "number >= 0", warmup: "number.integer >= 0",
@@ -397,10 +401,10 @@ export async function run(input: DpoEpochInput): Promise<DpoEpochResult> {
     throw new UsageError(`--state device keeps the weights and AdamW on the device, but ${w.size} ranks average their gradients on the host (lib/dist): run one process, or pass --state host (the default, auto, does this for you)`);
   }
   // The other ranks write nothing: rank 0 holds the lock and the run.json entry for the job.
-  if (w.rank !== 0) return epoch(o, root, w);
+  if (w.rank !== 0) return withPrecision(o.precision ?? "fp32", o.device, () => epoch(o, root, w));
   const { onStep: _s, ...recorded } = o;
-  return recordStep(root, `dpo-epoch (epoch ${o.epoch}, ${o.objective}${w.size > 1 ? `, ${w.size} ranks` : ""})`, recorded, () =>
-    withLockFile(join(root, "train.lock"), `dpo-epoch in ${root}`, () => epoch(o, root, w)));
+  return withPrecision(o.precision ?? "fp32", o.device, () => recordStep(root, `dpo-epoch (epoch ${o.epoch}, ${o.objective}${w.size > 1 ? `, ${w.size} ranks` : ""})`, recorded, () =>
+    withLockFile(join(root, "train.lock"), `dpo-epoch in ${root}`, () => epoch(o, root, w))));
 }
 
 /** `from` and the other path settings, compared where they point (a copied run folder still resumes). */
@@ -718,6 +722,7 @@ usage: bun scripts/dpo-epoch.ts --run <dir> --model <folder> --ip-adapter <file>
   --resume                continue from the newest checkpoint of this epoch (same flags; ends identical to an uninterrupted run)
   --force                 redo the epoch: its checkpoints, log rows and output are replaced when this run succeeds
   --device <d>            cpu | cuda | webgpu (default: ${DEFAULTS.device})
+${PRECISION_HELP}
   --state <s>             where trainable weights and AdamW state live between steps: device (AdamW, clipping, the
                           NaN/Inf guard and accumulation run in the training graph; on webgpu only the batch goes up and
                           the loss and logs come down each step, the weights when a checkpoint is written) | host
@@ -730,7 +735,6 @@ usage: bun scripts/dpo-epoch.ts --run <dir> --model <folder> --ip-adapter <file>
                           --objective, --train, --device, --precision) from configs and file headers only: no
                           weights read, no step run (lib/train/plan.ts; README "Memory planner"); --ip-adapter may
                           name a preset (ip-adapter-plus-sdxl, ip-adapter-plus-sd15) instead of a file
-  --precision <p>         --plan only, for now: fp32 | fp16 | bf16 (default: fp32); training runs in fp32
   -h, --help              this help
 
 Writes train/train-log.jsonl (step, loss, lr, epoch, gradNorm, seconds and the objective's logs:
@@ -775,6 +779,7 @@ if (import.meta.main) {
       return console.log(planDpoEpoch({
         model: v.model!, ipAdapter: v["ip-adapter"]!, imageEncoder: v["image-encoder"]!, objective: v.objective as Objective, batch: Number(v.batch), size: num(v.size),
         train: v.train!, trainable: TRAIN_SETS.includes(v.train as TrainSet) ? trainableFor(v.train as TrainSet) : undefined, ipScale: Number(v["ip-scale"]), device: v.device!, precision: v.precision as Precision,
+        recompute: (v as Record<string, unknown>).recompute === true, // once the script has --recompute
       }).text);
     }
     const t0 = performance.now();
@@ -784,10 +789,10 @@ if (import.meta.main) {
       clip: num(v.clip), warmup: num(v.warmup), schedule: v.schedule as ScheduleName, beta: num(v.beta), lambda: num(v.lambda), ipScale: num(v["ip-scale"]),
       train: v.train as TrainSet, size: num(v.size), seed: num(v.seed), saveEvery: num(v["save-every"]), device: v.device as Device, state: v.state as StateWhere, threads: num(v.threads),
       maxSteps: num(v["max-steps"]), stopAt: num(v["stop-at"]), resume: v.resume, force: v.force, recompute: v.recompute,
+      precision: v.precision as ComputePrecision,
       // One JSON line per step for logs; a person at a terminal gets the progress bar instead.
       onStep: process.stderr.isTTY ? undefined : (row) => console.log(JSON.stringify(row)),
     });
-        recompute: (v as Record<string, unknown>).recompute === true, // once the script has --recompute
     if (world().rank !== 0) return;
     if (res.alreadyDone) return console.log(`epoch ${res.epoch} had already finished (${res.endStep - res.startStep} steps) -> ${res.out}`);
     const loss = (x?: number) => (x === undefined ? "n/a" : x.toPrecision(4));

@@ -35,6 +35,7 @@ import { allReduceMeanGrads, barrier, checkSame, shareOf, world } from "../lib/d
 import { ResidentTrainer, STATE_WHERE, type StateWhere } from "../lib/train/resident.ts";
 import * as G from "../lib/graph/index.ts";
 import { DEVICES, type Device } from "../lib/graph/index.ts";
+import { PRECISIONS, PRECISION_HELP, type Precision as ComputePrecision, withPrecision } from "../lib/graph/precision.ts";
 import { cleanOrphanTemps } from "../lib/io/atomic.ts";
 import { parseFlags, resolveOptions } from "../lib/io/cli.ts";
 import { runMain, UsageError, UserError } from "../lib/io/errors.ts";
@@ -101,6 +102,8 @@ export interface FinetuneOptions {
   stopAt?: number;
   force: boolean;
   device: Device;
+  /** Compute dtype (lib/graph/precision.ts; default fp32): fp16/bf16 compute with fp32 master weights, gradients and AdamW. */
+  precision?: ComputePrecision;
   /** Where the trainable weights and AdamW state live between steps (see dpo-epoch's --state): auto = device on webgpu with one process. */
   state: StateWhere;
   threads: number;
@@ -121,6 +124,7 @@ export type FinetuneInput = Partial<FinetuneOptions>;
 
 /** The options' schema: the CLI and run() check with it. */
 export const OPTIONS = type({
+  "precision?": type.enumerated(...PRECISIONS),
   "images?": type("string > 0").or(type("string > 0").array()), "run?": "string > 0", encoder: "string > 0", "featureLayer?": "string > 0",
   trainBlocks: "number.integer > 0", temperature: "number > 0", lr: "number > 0", minLr: "number >= 0", weightDecay: "number >= 0",
   schedule: "'constant' | 'warmup' | 'cosine'", warmup: "number.integer >= 0", steps: "number.integer > 0", batch: "number.integer > 0", gradAccum: "number.integer > 0",
@@ -252,9 +256,9 @@ export async function run(input: FinetuneInput): Promise<FinetuneResult> {
     throw new UsageError(`--grad-accum ${o.gradAccum} cannot be split over ${dist.size} ranks: each rank takes --grad-accum / ranks micro-batches of --batch view pairs per step, so pass a multiple of ${dist.size}`);
   }
   // Rank 0 alone records the step in run.json (and writes <out>).
-  if (!o.run || dist.rank !== 0) return finetune(o, folders);
+  if (!o.run || dist.rank !== 0) return withPrecision(o.precision ?? "fp32", o.device, () => finetune(o, folders));
   const { onStep: _s, ...recorded } = o;
-  return recordStep(existingRunDir(o.run), "finetune-encoder", recorded, () => finetune(o, folders));
+  return withPrecision(o.precision ?? "fp32", o.device, () => recordStep(existingRunDir(o.run!), "finetune-encoder", recorded, () => finetune(o, folders)));
 }
 
 async function finetune(o: FinetuneOptions, folders: string[]): Promise<FinetuneResult> {
@@ -589,6 +593,7 @@ usage: bun scripts/finetune-encoder.ts (--images <folder> | --run <dir>) [option
   --stop-at <n>           end this invocation after step n with a checkpoint (as if preempted; --resume continues)
   --force                 start over, deleting the checkpoints already in <out>
   --device <d>            cpu | cuda | webgpu (default: ${DEFAULTS.device})
+${PRECISION_HELP}
   --state <s>             where trainable weights and AdamW state live between steps: device (AdamW, clip, NaN/Inf guard
                           and accumulation in the training graph; weights down only for checkpoints) | host | auto =
                           device on webgpu with one process, host elsewhere (default: ${DEFAULTS.state})
@@ -598,7 +603,6 @@ usage: bun scripts/finetune-encoder.ts (--images <folder> | --run <dir>) [option
   --plan                  print the predicted peak memory of a step for these flags (--encoder, --batch,
                           --image-size, --train-blocks, --device, --precision) from shapes only: no step run
                           (lib/train/plan.ts; README "Memory planner")
-  --precision <p>         --plan only, for now: fp32 | fp16 | bf16 (default: fp32); training runs in fp32
   -h, --help              this help
 
 Writes <out>/weights.safetensors (trained weights only, in the encoder's key layout), optimizer.safetensors,
@@ -634,6 +638,8 @@ if (import.meta.main) {
       return console.log(planFinetuneEncoder({
         encoder: ge.encoder, source: ge.source, trainable: trainableWeights(ge.encoder, Number(v["train-blocks"]), v["feature-layer"]), featureLayer: v["feature-layer"],
         batch: Number(v.batch), imageSize: num(v["image-size"]), matches: Number(v.matches), temperature: Number(v.temperature), device: v.device!, precision: v.precision as Precision,
+        recompute: v.recompute,
+        recompute: v.recompute,
       }).text);
     }
     const t0 = performance.now();
@@ -642,6 +648,7 @@ if (import.meta.main) {
       trainBlocks: num(v["train-blocks"]), temperature: num(v.temperature), lr: num(v.lr), minLr: num(v["min-lr"]),
       weightDecay: num(v["weight-decay"]), schedule: v.schedule as ScheduleName, warmup: num(v.warmup), steps: num(v.steps), batch: num(v.batch), gradAccum: num(v["grad-accum"]),
       matches: num(v.matches), clip: num(v.clip), holdout: num(v.holdout), holdoutViews: num(v["holdout-views"]),
+      precision: v.precision as ComputePrecision,
       cropScale: v["crop-scale"]!.split(",").map(Number) as [number, number], jitter: num(v.jitter), seed: num(v.seed), saveEvery: num(v["save-every"]),
       threads: num(v.threads), recompute: v.recompute, device: v.device as Device, state: v.state as StateWhere, imageSize: num(v["image-size"]), stopAt: num(v["stop-at"]),
       // One JSON line per step for logs; a person at a terminal gets the progress bar instead.
