@@ -26,6 +26,8 @@ const { values } = parseArgs({
   options: {
     threads: { type: "string", default: "2" }, iters: { type: "string", default: "2" },
     scale: { type: "string", default: "7.5" }, profile: { type: "string" },
+    // generate-images' default is the fused attention (lib/graph/fuse.ts); this measures that path.
+    "standard-ops": { type: "boolean", default: false },
   },
 });
 const threads = Number(values.threads);
@@ -101,7 +103,7 @@ const feeds = { sample: x, timestep: t, encoder_hidden_states: ctx };
 
 if (values.profile) {
   // One profiled run on a session made from the same ONNX bytes, the weights read from their folder.
-  const session = await ort.InferenceSession.create(G.toOnnx(outputs), {
+  const session = await ort.InferenceSession.create(G.toOnnx(outputs, "cpu", !values["standard-ops"]), {
     executionProviders: ["cpu"], graphOptimizationLevel: "all", intraOpNumThreads: threads, interOpNumThreads: 1,
     enableProfiling: true, profileFilePrefix: resolve(values.profile).replace(/\.json$/, ""),
     extra: { session: { model_external_initializers_file_folder_path: dirname(resolve(WEIGHTS)) } },
@@ -152,7 +154,7 @@ function summarize(path: string) {
 }
 
 // ---------------------------------------------------------------- timed step
-const compiled = await G.compile(outputs, { threads });
+const compiled = await G.compile(outputs, { threads, fusedOps: !values["standard-ops"] });
 let guided: Float32Array = new Float32Array(0);
 let pred: Float32Array = new Float32Array(0);
 async function step() {

@@ -28,12 +28,13 @@ export function randomVitWeights(c: ViTConfig, seed: number): MemorySource {
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({ options: { threads: { type: "string", default: "2" }, iters: { type: "string", default: "5" }, batch: { type: "string", default: "8" } } });
+  // --standard-ops: the attention in standard ops; the default is eval's (fused, lib/graph/fuse.ts).
+  const { values } = parseArgs({ options: { threads: { type: "string", default: "2" }, iters: { type: "string", default: "5" }, batch: { type: "string", default: "8" }, "standard-ops": { type: "boolean", default: false } } });
   const batch = Number(values.batch);
   const g = new G.Graph();
   const images = g.input("images", [batch, 3, 224, 224]);
   const out = vitForward(new Params(g, randomVitWeights(VIT_S16, 0)), images, VIT_S16);
-  const compiled = await G.compile({ hidden: out.lastHiddenState }, { threads: Number(values.threads) });
+  const compiled = await G.compile({ hidden: out.lastHiddenState }, { threads: Number(values.threads), fusedOps: !values["standard-ops"] });
   const x = new Rng(1).normals(batch * 3 * 224 * 224);
   const seconds = await timeIt(() => compiled.run({ images: x }), Number(values.iters));
   // Forward FLOPs: 2 * MACs of the matmuls (attention included); norms and softmax are small.
