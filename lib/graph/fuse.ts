@@ -97,6 +97,9 @@ function matchCore(mm: Tensor): Match | undefined {
   const [q, sq, qChain] = unscale(qs);
   const [k, sk, kChain] = unscale(kt.node!.inputs[0]!);
   if (q.rank !== r || k.rank !== r || v.rank !== r) return undefined;
+  // float32 only: the CPU provider registers MultiHeadAttention for float alone (fp16 graphs of
+  // lib/graph/precision.ts keep the standard form).
+  if (q.dtype !== "float32" || k.dtype !== "float32" || v.dtype !== "float32") return undefined;
   // No broadcasting anywhere: every operand has the full batch (and heads).
   const lead = q.shape.slice(0, r - 2);
   if (!same(k.shape.slice(0, r - 2), lead) || !same(v.shape.slice(0, r - 2), lead)) return undefined;

@@ -154,3 +154,10 @@ describe.skipIf(NO_WEBGPU !== null)("webgpu: fusedOps is ignored (the provider's
     expect(errs[1]!).toBeGreaterThan(1e-3);
   });
 });
+
+test("float16 attention stays in standard ops (the CPU provider's MultiHeadAttention is float only)", () => {
+  const g = new Graph();
+  const [q, k, v] = ["q", "k", "v"].map((n) => G.splitHeads(g.input(n, [1, 4, 8], "float16"), 2));
+  const out = G.mergeHeads(G.attention(q!, k!, v!));
+  expect(ops({ out }, true)).toEqual(ops({ out }, false));
+});
