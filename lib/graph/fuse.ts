@@ -20,8 +20,9 @@
 //   mergeHeads(attention(Q4, K4, V4))   Reshape(Transpose(MatMul(Softmax(MatMul(q * s, Transpose(k))), V4), [0,2,1,3]), [B, Lq, H*d])
 //   attention(q3, k3, v3)               the same on rank-3 q, k, v (one head: the VAE's mid-block attention)
 // where q and k may carry scalar multipliers (folded into `scale`), and Q4/K4/V4 come from
-// splitHeads (Transpose(Reshape(x3, [B, L, H, d]), [0,2,1,3]); its input x3 is fed directly) or
-// from anything else of shape [B, H, L, d] (transposed back to [B, L, H*d] first).
+// splitHeads (Transpose(Reshape(x3, [B, L, H, d]), [0,2,1,3]); its input x3 is fed directly), from
+// a packed projection (ViT's qkv: a Slice of it is fed), or from anything else of shape
+// [B, H, L, d] (transposed back to [B, L, H*d] first).
 // Not recognised, left in standard ops: attention with an additive mask (CLIP's causal text
 // encoder), and any match whose intermediates other nodes also read (training graphs: the
 // backward pass reads the softmax), which would compute attention twice.
@@ -65,6 +66,29 @@ function unsplit(t: Tensor): Tensor | undefined {
   const x = r.node.inputs[0]!;
   const [B, L, H, d] = r.shape as [number, number, number, number];
   return x.rank === 3 && same(x.shape, [B, L, H * d]) ? x : undefined;
+}
+
+/**
+ * A [B, H, L, d] head tensor cut from a packed projection (ViT's fused qkv): Reshape(Split(
+ * Transpose(Reshape(x3 [B, L, P*H*d], [B, L, P, H, d]), [2,0,3,1,4]), axis 0)[i]). Returns x3 and
+ * the channel range [i*H*d, (i+1)*H*d) that holds this head tensor's [B, L, H*d].
+ */
+function unpack(t: Tensor): { src: Tensor; start: number; end: number } | undefined {
+  const r = t.node;
+  if (r?.op !== "Reshape") return undefined;
+  const part = r.inputs[0]!;
+  const sp = part.node;
+  if (sp?.op !== "Split" || sp.attrs.axis?.kind !== "int" || sp.attrs.axis.value !== 0 || part.shape[0] !== 1) return undefined;
+  const i = sp.outputs.indexOf(part);
+  const tr = sp.inputs[0]!;
+  if (!same(perm(tr.node), [2, 0, 3, 1, 4])) return undefined;
+  const rs = tr.node!.inputs[0]!;
+  if (rs.node?.op !== "Reshape") return undefined;
+  const src = rs.node.inputs[0]!;
+  const [B, L, P, H, d] = rs.shape as [number, number, number, number, number];
+  if (src.rank !== 3 || !same(src.shape, [B, L, P * H * d]) || !same(t.shape, [B, H, L, d]) || sp.outputs.some((o) => o.shape[0] !== 1)) return undefined;
+  // Split's outputs follow each other along axis 0, one per packed part.
+  return { src, start: i * H * d, end: (i + 1) * H * d };
 }
 
 interface Match {
@@ -139,6 +163,14 @@ export function fuseAttention(readers: Map<Tensor, number>): (n: Node, e: Emit) 
       if (x.rank === 3) return e.name(x);
       const src = unsplit(x);
       if (src) return e.name(src);
+      const pk = unpack(x);
+      if (pk) {
+        // One Slice of the packed projection instead of transposing the head tensor back.
+        const out = e.temp();
+        const c = (v: number) => e.constant(BigInt64Array.from([BigInt(v)]), [1], "int64");
+        e.node("Slice", [e.name(pk.src), c(pk.start), c(pk.end), c(2)], [out]);
+        return out;
+      }
       const [B, Hx, L, d] = x.shape as [number, number, number, number];
       const tr = e.temp(), r = e.temp();
       e.node("Transpose", [e.name(x)], [tr], { perm: ints([0, 2, 1, 3]) });

@@ -93,6 +93,8 @@ describe("fused attention (com.microsoft.MultiHeadAttention) = the standard-op g
       const fusedOps = ops(outputs, true);
       expect(fusedOps.filter((o) => o === "MultiHeadAttention").length).toBe(c.mha);
       expect(fusedOps).not.toContain("Softmax");
+      // Heads reach the fused op without a transpose back (splitHeads' input, a Slice of ViT's packed qkv).
+      expect(fusedOps).not.toContain("Transpose");
       expect(ops(outputs, false)).not.toContain("MultiHeadAttention");
       const std = await (await G.compile(outputs, { threads: 1 })).run(feeds);
       const fused = await (await G.compile(outputs, { threads: 1, fusedOps: true })).run(feeds);
