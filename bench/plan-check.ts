@@ -1,7 +1,7 @@
 // The memory planner (lib/train/plan.ts) against measured peaks. For each case: first the real run
 // in a child process (its own peak RSS: spawned before this process builds any graph, because a
-// child started by posix_spawn inherits its parent's peak RSS in ru_maxrss), then the planner's
-// prediction from shapes only, the ratio and the load average. One JSON line per case.
+// child started by posix_spawn inherits its parent's peak RSS in ru_maxrss; median of --repeat runs),
+// then the planner's prediction from shapes only, the ratio and the load average. One JSON line per case.
 //
 //   bun bench/plan-check.ts [train-tiny] [train-vit] [finetune-encoder] [dpo-epoch] [dpo-step] [--no-measure]
 //       [--dpo-step-flags "--recompute --mapped-weights --attention-chunk 1024"]
@@ -28,26 +28,46 @@ import { trainableWeights } from "../scripts/finetune-encoder.ts";
 import { trainableFor } from "../scripts/dpo-epoch.ts";
 import { VIT_S16 } from "./vit-forward.ts";
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { "no-measure": { type: "boolean", default: false }, "dpo-step-flags": { type: "string" } } });
+const { values, positionals } = parseArgs({ allowPositionals: true, options: { "no-measure": { type: "boolean", default: false }, "dpo-step-flags": { type: "string" }, repeat: { type: "string", default: "3" } } });
 const cases = positionals.length ? positionals : ["train-tiny", "train-vit", "finetune-encoder", "dpo-epoch", "dpo-step"];
 const load = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
 const MB = (b: number) => b / 2 ** 20;
 
-/** Runs a command in a child (before any graph is built here) and returns its peak RSS in MB (GNU time). */
-function measure(cmd: string[]): { peakMB: number; load: string } {
+/**
+ * Runs a command in a child (before any graph is built here) --repeat times and returns the median
+ * of its peak RSS in MB (GNU time), with the range: glibc's heap and ORT's threads make the peak of
+ * the same run vary by several percent.
+ */
+function measure(cmd: string[]): { peakMB: number; load: string; range: [number, number] } {
   const l0 = load();
-  const p = Bun.spawnSync(["/usr/bin/time", "-f", "PEAK_KB=%M", ...cmd], { stdout: "pipe", stderr: "pipe", env: { ...process.env, OMP_NUM_THREADS: "2" } });
-  const err = p.stderr.toString();
-  if (p.exitCode !== 0) throw new Error(`${cmd.join(" ")} failed (exit ${p.exitCode}):\n${err.slice(-2000)}`);
-  const kb = Number(/PEAK_KB=(\d+)/.exec(err)?.[1]);
-  return { peakMB: kb / 1024, load: `${l0} -> ${load()}` };
+  const peaks: number[] = [];
+  for (let i = 0; i < Math.max(1, Number(values.repeat)); i++) {
+    const p = Bun.spawnSync(["/usr/bin/time", "-f", "PEAK_KB=%M", ...cmd], { stdout: "pipe", stderr: "pipe", env: { ...process.env, OMP_NUM_THREADS: "2" } });
+    const err = p.stderr.toString();
+    if (p.exitCode !== 0) throw new Error(`${cmd.join(" ")} failed (exit ${p.exitCode}):\n${err.slice(-2000)}`);
+    // A bench's own peakRssMB (read before it times a forward-only session for bench/flops.ts), else the process's.
+    let own: number | undefined;
+    try {
+      own = (JSON.parse(p.stdout.toString().trim().split("\n").pop() ?? "") as { peakRssMB?: number }).peakRssMB;
+    } catch {
+      own = undefined;
+    }
+    peaks.push(own ?? Number(/PEAK_KB=(\d+)/.exec(err)?.[1]) / 1024);
+    // dpo-epoch / finetune-encoder write outputs: a rerun must start fresh.
+    const out = cmd.indexOf("--out");
+    if (out >= 0) rmSync(cmd[out + 1]!, { recursive: true, force: true });
+    const run = cmd.indexOf("--run");
+    if (run >= 0) for (const f of ["train", "train.lock"]) rmSync(join(cmd[run + 1]!, f), { recursive: true, force: true });
+  }
+  peaks.sort((a, b) => a - b);
+  return { peakMB: peaks[Math.floor(peaks.length / 2)]!, load: `${l0} -> ${load()}`, range: [peaks[0]!, peaks.at(-1)!] };
 }
 
-function report(name: string, command: string, plan: MemoryPlan, measured: { peakMB: number; load: string } | undefined, note = "") {
+function report(name: string, command: string, plan: MemoryPlan, measured: { peakMB: number; load: string; range?: [number, number] } | undefined, note = "") {
   const predictedMB = MB(plan.hostBytes);
   console.error(`\n== ${name}: ${command}`);
   for (const l of plan.lines) console.error(`   ${fmtBytes(l.bytes).padStart(10)}  ${l.what}`);
-  console.log(JSON.stringify({ case: name, command, predictedMB: Math.round(predictedMB), measuredMB: measured ? Math.round(measured.peakMB) : null, ratio: measured ? Number((predictedMB / measured.peakMB).toFixed(3)) : null, load: measured?.load ?? null, note }));
+  console.log(JSON.stringify({ case: name, command, predictedMB: Math.round(predictedMB), measuredMB: measured ? Math.round(measured.peakMB) : null, measuredRangeMB: measured?.range?.map(Math.round) ?? null, ratio: measured ? Number((predictedMB / measured.peakMB).toFixed(3)) : null, load: measured?.load ?? null, note }));
 }
 
 const tmp = mkdtempSync(join(tmpdir(), "plan-check-"));
