@@ -47,6 +47,8 @@ const { values } = parseArgs({
     "mse-iters": { type: "string", default: "1" },
     recompute: { type: "boolean", default: false }, "mapped-weights": { type: "boolean", default: false }, "attention-chunk": { type: "string", default: "0" },
     "twin-in-graph": { type: "boolean", default: false },
+    // No forward-only timing session (the mse step that a patch-dpo run spawns for its mseSeconds).
+    "skip-split": { type: "boolean", default: false },
   },
 });
 const threads = Number(values.threads);
@@ -223,14 +225,35 @@ if (kind === "patch-dpo") {
 const result: Record<string, unknown> = {
   seconds: median(times), peakRssMB: peakRssMB(), gflops: stepFlops / 1e9,
   loss0: losses[0], loss1: losses[1], hostShare: hostMs / totalMs, latent: h,
-  ...flopFields(split, refC ? { forward: median(refRun.slice(1)), backward: median(trainRun.slice(1)) - median(refRun.slice(1)) } : { forward: NaN }),
 };
+// The forward's time: the frozen twin's run where it has its own session; otherwise (mse,
+// --twin-in-graph) a forward-only session of the training graph's loss, timed after the peak RSS
+// above was read and released before the mse child starts. The backward's: training run - forward.
+let fwdSeconds = refC ? median(refRun.slice(1)) : NaN;
+if (!refC && !values["skip-split"]) try {
+  const fwdC = await G.compile({ loss: train.outputs.loss! }, { threads, mappedWeights });
+  const all: Record<string, Float32Array> = { ...common, ...Object.fromEntries(Object.entries(frozenIp).map(([n, v]) => [`ref:${n}`, v])), ...Object.fromEntries(weights), target: x.target, q_ref: x.q_ref, q_gen: x.q_gen };
+  const f = Object.fromEntries(fwdC.inputs.map((i) => [i.name, all[i.name]!]));
+  await fwdC.run(f); // warm-up
+  const ts: number[] = [];
+  for (let i = 0; i < Math.max(1, iters); i++) {
+    const t0 = performance.now();
+    await fwdC.run(f);
+    ts.push((performance.now() - t0) / 1000);
+  }
+  fwdSeconds = median(ts);
+  await fwdC.session.release();
+} catch (e) {
+  // Not run at SD size by the session that wrote it: a failure here costs the split, not the result.
+  process.stderr.write(`dpo-step: forward-only timing failed, no fwd/bwd split: ${(e as Error).message}\n`);
+}
+Object.assign(result, flopFields(split, { forward: fwdSeconds, backward: median(trainRun.slice(1)) - fwdSeconds }));
 const mseIters = Number(values["mse-iters"]);
 if (kind === "patch-dpo" && mseIters > 0) {
   await trainC.session.release();
   await refC?.session.release();
   const p = Bun.spawnSync(["bun", "bench/dpo-step.ts", "--objective", "mse", "--threads", String(threads), "--iters", String(mseIters), "--latent", String(h),
-    ...(recompute ? ["--recompute"] : []), ...(mappedWeights ? ["--mapped-weights"] : []), "--attention-chunk", String(attentionChunk ?? 0)], { stdout: "pipe", stderr: "inherit" });
+    ...(recompute ? ["--recompute"] : []), ...(mappedWeights ? ["--mapped-weights"] : []), "--attention-chunk", String(attentionChunk ?? 0), "--skip-split"], { stdout: "pipe", stderr: "inherit" });
   if (p.exitCode !== 0) throw new Error(`the mse step failed (exit ${p.exitCode})`);
   const m = JSON.parse(p.stdout.toString().trim().split("\n").pop()!) as Record<string, number>;
   Object.assign(result, { mseSeconds: m.seconds, msePeakRssMB: m.peakRssMB, mseLoss0: m.loss0, mseHostShare: m.hostShare });
