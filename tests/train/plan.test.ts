@@ -210,6 +210,22 @@ describe("--plan reads no weights and runs nothing", () => {
   }, 60_000);
 });
 
+describe("finetune-encoder --plan", () => {
+  test("plans a ViT folder's step from its shapes; more view pairs predict more", () => {
+    const plan = (...extra: string[]) => {
+      const p = Bun.spawnSync(["bun", "scripts/finetune-encoder.ts", "--plan", "--encoder", "tests/fixtures/vit/vit", ...extra], { stdout: "pipe", stderr: "pipe" });
+      expect(p.stderr.toString()).toBe("");
+      expect(p.exitCode).toBe(0);
+      return Number(/predicted peak host RSS: ([\d.]+) MiB/.exec(p.stdout.toString())?.[1]);
+    };
+    const [b2, b8] = [plan("--batch", "2"), plan("--batch", "8")];
+    expect(b8).toBeGreaterThan(b2);
+    const bad = Bun.spawnSync(["bun", "scripts/finetune-encoder.ts", "--plan", "--encoder", "mobilenet_v2", "--precision", "fp12"], { stdout: "pipe", stderr: "pipe" });
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr.toString()).toContain("--precision fp12");
+  }, 60_000);
+});
+
 describe("errors", () => {
   const base = { model: TINY, ipAdapter: TINY_IP, imageEncoder: "mobilenet_v2", objective: "patch-dpo" as const, batch: 2, train: "ip", trainable: trainIp, device: "cpu", precision: "fp32" as const };
   test("bad flags and missing files are named", () => {
