@@ -138,7 +138,7 @@ for (const c of cases) {
     // --dpo-step-flags "...": predict for these flags instead (nothing measured to compare with).
     const given = values["dpo-step-flags"];
     const cmdOf = given !== undefined ? `bun bench/dpo-step.ts ${given}` : /`([^`]*bench\/run\.ts dpo-step[^`]*)`/.exec(last)?.[1] ?? "";
-    const flag = (name: string) => new RegExp(`--${name}(\\s|$)`).test(cmdOf);
+    const flag = (name: string) => new RegExp(`--${name}(["'\\s]|$)`).test(cmdOf);
     const valueOf = (name: string) => new RegExp(`--${name}[ =](\\d+)`).exec(cmdOf)?.[1];
     const recompute = flag("recompute"), mappedWeights = flag("mapped-weights"), twinInGraph = flag("twin-in-graph");
     const attentionChunk = Number(valueOf("attention-chunk") ?? 0) || undefined;
@@ -183,9 +183,12 @@ for (const c of cases) {
       const sessions = [{ name: "train graph", outputs: train.outputs }, ...(kind === "patch-dpo" && !twinInGraph ? [{ name: "frozen twin", outputs: build(false).outputs }] : [])];
       // Host: `initial` (views of the mapped IP file, touched) and `weights`; one gradient copy.
       const plan = planStep({ sessions, trainableValues: train.values, weightCopies: 2, gradCopies: 1, memArena: false, precision: "fp32", mappedWeights });
-      const measured = kind === "patch-dpo" && Number.isFinite(peak) && given === undefined ? { peakMB: peak, load: `bench/RESULTS.md: ${last.split("|")[1]!.trim()}` } : undefined;
+      // The row's msePeakRssMB is the mse step's own peak only since bench/dpo-step.ts reads VmHWM (rows after 16:21).
+      const msePeak = Number(/msePeakRssMB ours ([\d.e+]+)/.exec(last)?.[1]);
+      const rowPeak = kind === "patch-dpo" ? peak : /peak = VmHWM|T1[7-9]:|T2\d:/.test(last) ? msePeak : NaN;
+      const measured = Number.isFinite(rowPeak) && given === undefined ? { peakMB: rowPeak, load: `bench/RESULTS.md: ${last.split("|")[1]!.trim()}` } : undefined;
       report(`dpo-step ${kind}`, `${cmdOf || "make bench-dpo-step"} (not run here; bench/RESULTS.md newest row)`, plan, measured,
-        kind === "mse" ? "the mse step's own peak is not in RESULTS.md (a child started by posix_spawn inherits its parent's ru_maxrss)" : "");
+        kind === "mse" && !measured ? "the mse step's own peak is not in this row (a child started by posix_spawn inherited its parent's ru_maxrss before bench/dpo-step.ts read VmHWM)" : "");
     }
   } else throw new Error(`unknown case ${c} (train-tiny, train-vit, finetune-encoder, dpo-epoch, dpo-step)`);
 }
