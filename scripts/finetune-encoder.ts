@@ -639,7 +639,6 @@ if (import.meta.main) {
         encoder: ge.encoder, source: ge.source, trainable: trainableWeights(ge.encoder, Number(v["train-blocks"]), v["feature-layer"]), featureLayer: v["feature-layer"],
         batch: Number(v.batch), imageSize: num(v["image-size"]), matches: Number(v.matches), temperature: Number(v.temperature), device: v.device!, precision: v.precision as Precision,
         recompute: v.recompute,
-        recompute: v.recompute,
       }).text);
     }
     const t0 = performance.now();
