@@ -495,11 +495,15 @@ async function epoch(o: DpoEpochOptions, root: string, w: World): Promise<DpoEpo
   if (o.state === "auto" && o.device === "webgpu" && w.size > 1 && lead) {
     process.stderr.write(`dpo-epoch: ${w.size} ranks all-reduce gradients on the host, so the weights and AdamW state stay on the host (--state host), not on the webgpu device\n`);
   }
+  const small = [...unetParamShapes(model.unet.config).values()].reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0) < 50e6;
   const trainer = new DiffusionTrainer({
     model, ip: ipStart, pairs: o.batch, height: size, width: size, objective: o.objective, dpo: { beta: o.beta, lambda: o.lambda },
     trainable: isTrainable, ipScale: o.ipScale, device: o.device, threads: o.threads, recompute: o.recompute,
     // ORT's arena: 3x faster steps on toy models; off for real ones, where it would hold the peak for good.
-    memArena: [...unetParamShapes(model.unet.config).values()].reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0) < 50e6,
+    memArena: small,
+    // Real ones on the CPU keep their frozen weights once, mapped from the files, instead of one
+    // prepacked copy per layout (bench/RESULTS.md dpo-step: 3.3 GB less for SD 1.5, and not slower).
+    mappedWeights: !small && o.device === "cpu",
     resident: onDevice ? { adamw: { lr: o.lr, weightDecay: o.weightDecay }, clip: o.clip, gradAccum: o.gradAccum } : undefined,
   });
   const shapes = trainer.shapes();
