@@ -2,7 +2,7 @@
 // Builds the SD 1.5-sized UNet step (mse objective, 2 rows at 32x32 latents, IP projections
 // trained) or its forward alone, creates the session with the ONNX Runtime options given, and
 // prints VmRSS / RssAnon / RssFile / VmHWM (from /proc/self/status) after each stage.
-//   bun bench/dpo-memory.ts [--graph train|forward] [--prepack 1|0] [--opt all|extended] [--recompute] [--latent 32] [--config key=value]
+//   bun bench/dpo-memory.ts [--graph train|forward] [--prepack 1|0] [--opt all|extended] [--recompute] [--attention-chunk rows] [--latent 32] [--iters 2] [--config key=value]
 // (--prepack 0 sets session.disable_prepacking; --config adds other "session.<key>" entries.)
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
@@ -18,7 +18,7 @@ import { objective } from "../lib/train/objectives.ts";
 const { values } = parseArgs({
   options: {
     graph: { type: "string", default: "train" }, prepack: { type: "string", default: "1" }, latent: { type: "string", default: "32" },
-    opt: { type: "string", default: "all" }, recompute: { type: "boolean", default: false }, threads: { type: "string", default: "2" }, config: { type: "string", multiple: true, default: [] },
+    opt: { type: "string", default: "all" }, recompute: { type: "boolean", default: false }, "attention-chunk": { type: "string", default: "0" }, iters: { type: "string", default: "2" }, threads: { type: "string", default: "2" }, config: { type: "string", multiple: true, default: [] },
   },
 });
 const h = Number(values.latent), R = 2, L = 77, IP = 16;
@@ -49,6 +49,7 @@ const p = new Params(g, source, { trainable: isIp });
 const pred = unetForward(p, config, {
   sample: g.input("noisy", [R, C, h, h]), timestep: g.input("timestep", [R]),
   encoderHiddenStates: g.input("encoder_hidden_states", [R, L, D]), ipTokens: g.input("ip_tokens", [R, IP, D]), ipScale: 1,
+  attentionChunk: Number(values["attention-chunk"]) || undefined,
 });
 const outputs: Record<string, Tensor> = {};
 if (values.graph === "forward") outputs.pred = pred;
@@ -70,10 +71,10 @@ const all: Record<string, Float32Array> = {
 for (const n of p.trainable.keys()) all[n] = source.float32(n);
 const feeds = Object.fromEntries(c.inputs.map((i) => [i.name, all[i.name]!]));
 log("feeds ready");
-for (let i = 0; i < 2; i++) {
+for (let i = 0; i < Number(values.iters); i++) {
   const t0 = performance.now();
   const r = await c.run(feeds);
   console.log(`run ${i + 1}: ${((performance.now() - t0) / 1000).toFixed(2)} s${r.loss ? `, loss ${(r.loss as Float32Array)[0]}` : ""}`);
   log(`after run ${i + 1}`);
 }
-console.log(JSON.stringify({ graph: values.graph, opt: values.opt, prepack: values.prepack, recompute: values.recompute, extra, maxRssGB: process.resourceUsage().maxRSS / 1024 / 1024 }));
+console.log(JSON.stringify({ graph: values.graph, latent: h, attentionChunk: values["attention-chunk"], opt: values.opt, prepack: values.prepack, recompute: values.recompute, extra, maxRssGB: process.resourceUsage().maxRSS / 1024 / 1024 }));
