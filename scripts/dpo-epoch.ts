@@ -65,12 +65,12 @@ import { recordStep } from "../lib/io/runlog.ts";
 import { type SafetensorsFile, openSafetensors } from "../lib/io/safetensors.ts";
 import { Staging } from "../lib/io/staging.ts";
 import { GenerationRow, PatchScoreRow, ReferenceRow, TrainLogRow } from "../lib/io/schemas.ts";
-import { IpAdapterUNetSource, unetParamShapes } from "../lib/models/unet.ts";
+import { IpAdapterUNetSource } from "../lib/models/unet.ts";
 import { MASKED_FILL, foregroundMap, resizeMap } from "../lib/patch/quality.ts";
 import { Rng } from "../lib/rng.ts";
 import { AdamW, GradAccumulator, allFinite, clipGradNorm, globalNorm } from "../lib/train/adamw.ts";
 import { loadCheckpoint, restoreOptimizer, saveCheckpoint } from "../lib/train/checkpoint.ts";
-import { type CfgDropout, CFG_DROPOUT, DiffusionTrainer, type PairExample, saveIpAdapter } from "../lib/train/diffusion.ts";
+import { type CfgDropout, CFG_DROPOUT, DiffusionTrainer, type PairExample, saveIpAdapter, unetSessionChoices } from "../lib/train/diffusion.ts";
 import { DPO_DEFAULTS, OBJECTIVES, type Objective } from "../lib/train/objectives.ts";
 import { STATE_WHERE, type StateWhere } from "../lib/train/resident.ts";
 import { type ScheduleName, learningRate } from "../lib/train/schedule.ts";
@@ -495,15 +495,10 @@ async function epoch(o: DpoEpochOptions, root: string, w: World): Promise<DpoEpo
   if (o.state === "auto" && o.device === "webgpu" && w.size > 1 && lead) {
     process.stderr.write(`dpo-epoch: ${w.size} ranks all-reduce gradients on the host, so the weights and AdamW state stay on the host (--state host), not on the webgpu device\n`);
   }
-  const small = [...unetParamShapes(model.unet.config).values()].reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0) < 50e6;
   const trainer = new DiffusionTrainer({
     model, ip: ipStart, pairs: o.batch, height: size, width: size, objective: o.objective, dpo: { beta: o.beta, lambda: o.lambda },
     trainable: isTrainable, ipScale: o.ipScale, device: o.device, threads: o.threads, recompute: o.recompute,
-    // ORT's arena: 3x faster steps on toy models; off for real ones, where it would hold the peak for good.
-    memArena: small,
-    // Real ones on the CPU keep their frozen weights once, mapped from the files, instead of one
-    // prepacked copy per layout (bench/RESULTS.md dpo-step: 3.3 GB less for SD 1.5, and not slower).
-    mappedWeights: !small && o.device === "cpu",
+    ...unetSessionChoices(model.unet.config, o.device),
     resident: onDevice ? { adamw: { lr: o.lr, weightDecay: o.weightDecay }, clip: o.clip, gradAccum: o.gradAccum } : undefined,
   });
   const shapes = trainer.shapes();
@@ -783,7 +778,7 @@ if (import.meta.main) {
       return console.log(planDpoEpoch({
         model: v.model!, ipAdapter: v["ip-adapter"]!, imageEncoder: v["image-encoder"]!, objective: v.objective as Objective, batch: Number(v.batch), size: num(v.size),
         train: v.train!, trainable: TRAIN_SETS.includes(v.train as TrainSet) ? trainableFor(v.train as TrainSet) : undefined, ipScale: Number(v["ip-scale"]), device: v.device!, precision: v.precision as Precision,
-        recompute: (v as Record<string, unknown>).recompute === true, // once the script has --recompute
+        recompute: v.recompute,
       }).text);
     }
     const t0 = performance.now();

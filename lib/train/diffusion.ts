@@ -23,7 +23,7 @@ import { clipTextForward, clipTextInputs } from "../models/clip-text.ts";
 import { imageProjection } from "../models/ip-adapter.ts";
 import { loadMobileNetV2 } from "../models/mobilenet.ts";
 import { pixelUnshuffle } from "../models/pixel-vae.ts";
-import { IpAdapterUNetSource, ipAdapterKeyMap, unetForward } from "../models/unet.ts";
+import { IpAdapterUNetSource, type UNetConfig, ipAdapterKeyMap, unetForward, unetParamShapes } from "../models/unet.ts";
 import { toLatents, vaeEncode } from "../models/vae.ts";
 import { Params } from "../nn/params.ts";
 import type { DiffusionModel, IpAdapter } from "../diffusion/model.ts";
@@ -70,6 +70,19 @@ export interface TrainerSetup {
   attentionChunk?: number;
   /** Compile with CompileOptions.mappedWeights (frozen weights only as mapped from their files). */
   mappedWeights?: boolean;
+}
+
+/**
+ * How dpo-epoch compiles a UNet's training sessions (and what lib/train/plan.ts predicts for):
+ * ORT's memory arena for toy UNets only (3x faster steps there; on a real one it would hold the
+ * peak for good), and on the CPU a real-size UNet's frozen weights only as mapped from their
+ * files instead of one prepacked copy per layout (bench/RESULTS.md dpo-step: 3.3 GB less for SD
+ * 1.5, and not slower).
+ */
+export function unetSessionChoices(config: UNetConfig, device: string): { memArena: boolean; mappedWeights: boolean } {
+  const values = [...unetParamShapes(config).values()].reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0);
+  const small = values < 50e6;
+  return { memArena: small, mappedWeights: !small && device === "cpu" };
 }
 
 /** Probabilities of classifier-free-guidance dropout per pair (DESIGN.md: 5% / 5% / 5%). */

@@ -41,6 +41,7 @@ import { openSafetensors } from "../io/safetensors.ts";
 import type { PatchEncoder } from "../models/encoder.ts";
 import { Params, type WeightSource } from "../nn/params.ts";
 import { ShapeSource } from "../nn/shape-source.ts";
+import { unetSessionChoices } from "./diffusion.ts";
 import { infoNCE } from "./infonce.ts";
 import { DPO_DEFAULTS, OBJECTIVES, type Objective, objective } from "./objectives.ts";
 
@@ -489,14 +490,12 @@ export function planDpoEpoch(o: DpoPlanOptions): { plan: MemoryPlan; text: strin
   const size = o.size ?? (model.unet.sampleSize ? model.unet.sampleSize * model.vaeFactor : 512);
   if (!Number.isInteger(size) || size < down || size % down) throw new UserError(`--size ${size}: ${model.dir} needs a multiple of ${down} (VAE factor ${model.vaeFactor} x UNet downsampling ${down / model.vaeFactor})`);
   if (!Number.isInteger(o.batch) || o.batch < 1) throw new UsageError(`--batch ${o.batch}: pairs per micro-batch must be a positive integer`);
-  // dpo-epoch's rule: ORT's arena for toy UNets only.
-  const unetValues = [...unetParamShapes(model.unet).values()].reduce((n, sh) => n + sh.reduce((a, b) => a * b, 1), 0);
   const loadBytes = [join(model.dir, "unet"), join(model.dir, "vae"), ...model.textEncoders.map((t) => join(model.dir, t.name)), ...(encoder.kind === "clip" ? [resolve(o.imageEncoder)] : [])]
     .reduce((n, d) => n + fileSize(join(d, "diffusion_pytorch_model.safetensors")) + fileSize(join(d, "model.safetensors")), fileSize(ipFile));
   const device: PlanDevice = o.device === "cpu" ? "cpu" : "gpu";
   const plan = planDiffusionStep({
-    model, projection, encoder, pairs: o.batch, size, objective: o.objective, trainable: o.trainable, ipScale: o.ipScale, memArena: unetValues < 50e6, precision: o.precision,
-    recompute: o.recompute,
+    model, projection, encoder, pairs: o.batch, size, objective: o.objective, trainable: o.trainable, ipScale: o.ipScale, precision: o.precision,
+    recompute: o.recompute, ...unetSessionChoices(model.unet, o.device), // as dpo-epoch compiles
   }, device, { loadBytes });
   const title = `dpo-epoch ${o.objective}, ${model.dir}, ${size} px (${size / model.vaeFactor}x${size / model.vaeFactor} latents), ${o.batch} pair${o.batch === 1 ? "" : "s"} (${2 * o.batch} UNet rows), ${o.device}${o.recompute ? ", --recompute" : ""}`;
   const stored = weightsFound ? `frozen weights stored as ${model.weightDType} (read from the files' headers)` : `frozen weights assumed stored as ${model.weightDType} (no weight file in ${model.dir}: the checkpoint variant of --precision ${o.precision})`;
