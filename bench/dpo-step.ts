@@ -25,19 +25,19 @@
 // Peak memory is VmHWM of /proc/self/status (the high-water RSS of this process's own address
 // space); getrusage's maxrss would also count the parent's RSS at the mse child's spawn (Linux
 // keeps ru_maxrss across fork and exec), which is what the first recorded mse rows read.
-import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import * as G from "../lib/graph/index.ts";
 import type { Tensor } from "../lib/graph/index.ts";
 import { openSafetensors, writeSafetensors } from "../lib/io/safetensors.ts";
-import { unetConfigFromJson, unetForward, unetParamShapes } from "../lib/models/unet.ts";
+import { unetConfigFromJson, unetParamShapes } from "../lib/models/unet.ts";
 import { initWeights } from "../lib/nn/init.ts";
-import { Params, SafetensorsSource } from "../lib/nn/params.ts";
+import { SafetensorsSource } from "../lib/nn/params.ts";
 import { Rng } from "../lib/rng.ts";
 import { AdamW } from "../lib/train/adamw.ts";
-import { objective } from "../lib/train/objectives.ts";
 import { median } from "./timing.ts";
+import { DPO_STEP_ROWS, IP_TOKENS, TEXT_TOKENS, buildDpoStepGraph, isIpProjection } from "./dpo-step-graph.ts";
 import { countFlops, flopFields } from "./flops.ts";
 
 const { values } = parseArgs({
@@ -59,7 +59,7 @@ const twinInGraph = values["twin-in-graph"]!;
 const recompute = values.recompute!, mappedWeights = values["mapped-weights"]!, attentionChunk = Number(values["attention-chunk"]) || undefined;
 /** Peak RSS of this address space in MB (VmHWM; see the header). */
 const peakRssMB = () => Number(/VmHWM:\s+(\d+)/.exec(readFileSync("/proc/self/status", "utf8"))![1]) / 1024;
-const R = 2, L = 77, IP_TOKENS = 16;
+const R = DPO_STEP_ROWS, L = TEXT_TOKENS;
 const WEIGHTS = "bench/out/sd15-unet-random.safetensors";
 const IP_WEIGHTS = "bench/out/dpo-step-ip.safetensors";
 const IO = "bench/out/dpo-step-io.safetensors";
@@ -67,7 +67,7 @@ const IO = "bench/out/dpo-step-io.safetensors";
 const config = unetConfigFromJson(JSON.parse(readFileSync("tests/fixtures/diffusers/sd15-unet.config.json", "utf8")));
 const D = config.crossAttentionDim[0]!;
 const C = config.inChannels;
-const isIp = (n: string) => n.includes(".processor.to_k_ip.") || n.includes(".processor.to_v_ip.");
+const isIp = isIpProjection;
 const ipShapes = new Map([...unetParamShapes(config, { ipAdapter: true })].filter(([n]) => isIp(n)));
 
 if (!existsSync(WEIGHTS)) {
@@ -91,65 +91,20 @@ if (!ipReady()) {
 const source = new SafetensorsSource([resolve(WEIGHTS), resolve(IP_WEIGHTS)]);
 
 // ---------------------------------------------------------------- graphs
-function build(training: boolean, withRecompute = recompute) {
-  const g = new G.Graph();
-  const p = new Params(g, source, { trainable: isIp });
-  const inputs = {
-    sample: g.input("noisy", [R, C, h, h]), timestep: g.input("timestep", [R]),
-    encoderHiddenStates: g.input("encoder_hidden_states", [R, L, D]), ipTokens: g.input("ip_tokens", [R, IP_TOKENS, D]), ipScale: 1, attentionChunk,
-  };
-  const pred = unetForward(p, config, inputs);
-  if (!training) return { g, outputs: { pred } as Record<string, Tensor>, trainables: p.trainable };
-  const q = (name: string) => g.input(name, [1, h, h]);
-  let refPred: Tensor | undefined;
-  if (kind === "patch-dpo" && twinInGraph) {
-    // The twin in the training graph: the same frozen tensors (one mapping of the weight file),
-    // its IP projections fed as "ref:<name>" inputs (the starting weights), no gradient.
-    const refIp = new Map<string, Tensor>();
-    const twin = Object.create(p) as Params;
-    twin.get = function (this: Params, name: string, shape: readonly number[]): Tensor {
-      const full = (this.opts.prefix ?? "") + name;
-      if (!isIp(full)) return Params.prototype.get.call(this, name, shape);
-      let t = refIp.get(full);
-      if (!t) refIp.set(full, (t = g.input(`ref:${full}`, shape)));
-      return t;
-    };
-    refPred = unetForward(twin, config, inputs);
-  } else if (kind === "patch-dpo") refPred = g.input("ref_pred", [R, C, h, h]);
-  const o = objective(kind, { pred, target: g.input("target", [R, C, h, h]), qRef: q("q_ref"), qGen: q("q_gen"), refPred }, { beta: 5000, lambda: 1 });
-  const names = [...p.trainable.keys()];
-  const grads = G.grad(o.loss, names.map((n) => p.trainable.get(n)!), undefined, { recompute: withRecompute });
-  const outputs: Record<string, Tensor> = { loss: o.loss };
-  names.forEach((n, i) => (outputs[`grad:${n}`] = grads[i]!));
-  return { g, outputs, trainables: p.trainable };
-}
-
-/** FLOPs (2 x MACs) of the Conv / ConvTranspose / MatMul / Gemm nodes of a graph; the rest is small. */
-function flops(g: G.Graph): number {
-  let f = 0;
-  for (const n of g.nodes) {
-    const y = n.outputs[0]!;
-    if (n.op === "Conv") {
-      const w = n.inputs[1]!.shape;
-      f += 2 * y.size * w[1]! * w[2]! * w[3]!;
-    } else if (n.op === "ConvTranspose") {
-      const w = n.inputs[1]!.shape; // [I, O/group, kh, kw]
-      f += 2 * n.inputs[0]!.size * w[1]! * w[2]! * w[3]!;
-    } else if (n.op === "MatMul" || n.op === "Gemm") {
-      const a = n.inputs[0]!.shape;
-      const k = n.op === "Gemm" && n.attrs.transA?.kind === "int" && n.attrs.transA.value ? a[0]! : a[a.length - 1]!;
-      f += 2 * y.size * k;
-    }
-  }
-  return f;
-}
+const build = (training: boolean, withRecompute = recompute) =>
+  buildDpoStepGraph({ source, config, kind, latent: h, training, recompute: withRecompute, attentionChunk, twinInGraph });
+/** FLOPs (2 x MACs) of a graph's Conv / ConvTranspose / MatMul / Gemm nodes (bench/flops.ts). */
+const flops = (outputs: Record<string, Tensor>) => {
+  const f = countFlops(outputs);
+  return f.forward + f.backward;
+};
 
 const train = build(true);
 const ref = kind === "patch-dpo" && !twinInGraph ? build(false) : null;
 const trainC = await G.compile(train.outputs, { threads, mappedWeights });
 const refC = ref ? await G.compile(ref.outputs, { threads, mappedWeights }) : null;
 // The model's FLOPs (the same for PyTorch's step): with recompute, counted on the graph without it.
-const stepFlops = flops(recompute ? build(true, false).g : train.g) + (ref ? flops(ref.g) : 0);
+const stepFlops = flops(recompute ? build(true, false).outputs : train.outputs) + (ref ? flops(ref.outputs) : 0);
 // Forward / backward of the training graph apart (bench/flops.ts). Time: the frozen twin's session
 // is a forward-only session of the same model on the same rows, so its run time is the forward's;
 // the backward's is the training session's run time minus it (patch-dpo only: mse has no twin).

@@ -14,18 +14,18 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import * as G from "../lib/graph/index.ts";
 import type { Tensor } from "../lib/graph/index.ts";
-import { writeIpAdapter, writeModelFolder } from "../lib/diffusion/model-folder.ts";
+import { writeModelFolder } from "../lib/diffusion/model-folder.ts";
 import { loadGraphEncoder } from "../lib/models/featurizer.ts";
-import { unetConfigFromJson, unetForward, unetParamShapes } from "../lib/models/unet.ts";
+import { unetConfigFromJson, unetParamShapes } from "../lib/models/unet.ts";
 import { vitForward, vitParamShapes } from "../lib/models/vit.ts";
 import { Params } from "../lib/nn/params.ts";
 import { ShapeSource } from "../lib/nn/shape-source.ts";
-import { objective } from "../lib/train/objectives.ts";
 import { type MemoryPlan, diffusionSessions, encoderFromSpec, fmtBytes, modelShapesFromFolder, planDiffusionStep, planFinetuneStep, planStep, projectionFromFile } from "../lib/train/plan.ts";
 import { tinyCorpus } from "../lib/tinyworld/catalogue.ts";
 import { DEFAULTS as PRETRAIN, TINY_PROJECTION, TINY_SIZE, tinySpec } from "../scripts/pretrain-tiny.ts";
 import { trainableWeights } from "../scripts/finetune-encoder.ts";
 import { trainableFor } from "../scripts/dpo-epoch.ts";
+import { buildDpoStepGraph } from "./dpo-step-graph.ts";
 import { VIT_S16 } from "./vit-forward.ts";
 
 const { values, positionals } = parseArgs({ allowPositionals: true, options: { "no-measure": { type: "boolean", default: false }, "dpo-step-flags": { type: "string" }, repeat: { type: "string", default: "3" } } });
@@ -145,39 +145,10 @@ for (const c of cases) {
     const h = Number(valueOf("latent") ?? 32);
     const config = unetConfigFromJson(JSON.parse(readFileSync("tests/fixtures/diffusers/sd15-unet.config.json", "utf8")));
     const source = new ShapeSource(unetParamShapes(config, { ipAdapter: true }));
-    const isIp = (n: string) => n.includes(".processor.to_k_ip.") || n.includes(".processor.to_v_ip.");
     for (const kind of ["patch-dpo", "mse"] as const) {
-      const R = 2, D = config.crossAttentionDim[0]!, C = config.inChannels;
       const build = (training: boolean) => {
-        const g = new G.Graph();
-        const p = new Params(g, source, { trainable: isIp });
-        const inputs = {
-          sample: g.input("noisy", [R, C, h, h]), timestep: g.input("timestep", [R]), encoderHiddenStates: g.input("encoder_hidden_states", [R, 77, D]),
-          ipTokens: g.input("ip_tokens", [R, 16, D]), ipScale: 1, attentionChunk,
-        };
-        const pred = unetForward(p, config, inputs);
-        if (!training) return { outputs: { pred } as Record<string, Tensor>, values: 0 };
-        const q = (n: string) => g.input(n, [1, h, h]);
-        let refPred: Tensor | undefined;
-        if (kind === "patch-dpo" && twinInGraph) {
-          // As bench/dpo-step.ts --twin-in-graph: the twin shares the frozen tensors, its IP weights fed as ref:<name>.
-          const refIp = new Map<string, Tensor>();
-          const twin = Object.create(p) as Params;
-          twin.get = function (this: Params, name: string, shape: readonly number[]): Tensor {
-            const full = (this.opts.prefix ?? "") + name;
-            if (!isIp(full)) return Params.prototype.get.call(this, name, shape);
-            let t = refIp.get(full);
-            if (!t) refIp.set(full, (t = g.input(`ref:${full}`, shape)));
-            return t;
-          };
-          refPred = unetForward(twin, config, inputs);
-        } else if (kind === "patch-dpo") refPred = g.input("ref_pred", [R, C, h, h]);
-        const o = objective(kind, { pred, target: g.input("target", [R, C, h, h]), qRef: q("q_ref"), qGen: q("q_gen"), refPred }, { beta: 5000, lambda: 1 });
-        const names = [...p.trainable.keys()];
-        const grads = G.grad(o.loss, names.map((n) => p.trainable.get(n)!), undefined, { recompute });
-        const outputs: Record<string, Tensor> = { loss: o.loss };
-        names.forEach((n, i) => (outputs[`grad:${n}`] = grads[i]!));
-        return { outputs, values: names.reduce((s, n) => s + p.trainable.get(n)!.size, 0) };
+        const b = buildDpoStepGraph({ source, config, kind, latent: h, training, recompute, attentionChunk, twinInGraph });
+        return { outputs: b.outputs, values: [...b.trainables.values()].reduce((n, t) => n + t.size, 0) };
       };
       const train = build(true);
       const sessions = [{ name: "train graph", outputs: train.outputs }, ...(kind === "patch-dpo" && !twinInGraph ? [{ name: "frozen twin", outputs: build(false).outputs }] : [])];
