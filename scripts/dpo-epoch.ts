@@ -544,16 +544,7 @@ async function epoch(o: DpoEpochOptions, root: string, w: World): Promise<DpoEpo
   if (res) res.t = opt.t;
   /** The device's weights, moments and AdamW step on the host, for a checkpoint or the epoch file. */
   const download = async () => {
-    if (!res) return;
-    weights = await res.weights();
-    opt.m.clear();
-    opt.v.clear();
-    if (res.t > 0) {
-      const { m, v } = await res.moments();
-      for (const [k, a] of m) opt.m.set(k, a);
-      for (const [k, a] of v) opt.v.set(k, a);
-    }
-    opt.t = res.t;
+    if (res) weights = await res.downloadInto(opt);
   };
 
   // ---- the loop

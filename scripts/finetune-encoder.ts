@@ -426,16 +426,7 @@ async function finetune(o: FinetuneOptions, folders: string[]): Promise<Finetune
   res?.load(params, opt.m.size ? { m: opt.m, v: opt.v, t: opt.t } : undefined);
   /** The device's weights, moments and AdamW step on the host, for a checkpoint or the accuracy. */
   const download = async () => {
-    if (!res) return;
-    for (const [n, v] of await res.weights()) params.set(n, v);
-    opt.m.clear();
-    opt.v.clear();
-    if (res.t > 0) {
-      const { m, v } = await res.moments();
-      for (const [k, a] of m) opt.m.set(k, a);
-      for (const [k, a] of v) opt.v.set(k, a);
-    }
-    opt.t = res.t;
+    if (res) for (const [n, v] of await res.downloadInto(opt)) params.set(n, v);
   };
 
   // ---- held-out accuracy: fixed view pairs, the same before and after

@@ -29,7 +29,7 @@
 
 import * as G from "../graph/index.ts";
 import type { CompileOptions, Compiled, DeviceTensor, Feeds, HostArray, Tensor } from "../graph/index.ts";
-import { ADAMW_DEFAULTS, type AdamWConfig } from "./adamw.ts";
+import { ADAMW_DEFAULTS, type AdamW, type AdamWConfig } from "./adamw.ts";
 
 /** Where a training script keeps its weights and AdamW state between steps (its --state flag). */
 export const STATE_WHERE = ["auto", "host", "device"] as const;
@@ -242,6 +242,22 @@ export class ResidentTrainer {
   /** AdamW's moments on the host (a download on webgpu): for a resumable checkpoint. */
   async moments(): Promise<{ m: Map<string, Float32Array>; v: Map<string, Float32Array> }> {
     return { m: await this.read(M), v: await this.read(V) };
+  }
+
+  /**
+   * The whole state on the host for a checkpoint: puts AdamW's moments and step count into `opt`
+   * (the host optimizer that saveCheckpoint writes) and returns the weights.
+   */
+  async downloadInto(opt: AdamW): Promise<Map<string, Float32Array>> {
+    opt.m.clear();
+    opt.v.clear();
+    if (this.t > 0) {
+      const { m, v } = await this.moments();
+      for (const [k, a] of m) opt.m.set(k, a);
+      for (const [k, a] of v) opt.v.set(k, a);
+    }
+    opt.t = this.t;
+    return this.weights();
   }
 
   /** Frees the device buffers of the state (the trainer cannot step afterwards until `load`). */
