@@ -14,20 +14,19 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadDiffusionModel, loadIpAdapter } from "../../lib/diffusion/model.ts";
-import { type ModelFolderSpec, writeIpAdapter, writeModelFolder } from "../../lib/diffusion/model-folder.ts";
+import { writeIpAdapter, writeModelFolder } from "../../lib/diffusion/model-folder.ts";
 import { DDIMScheduler } from "../../lib/diffusion/ddim.ts";
 import * as G from "../../lib/graph/index.ts";
 import { type Device, Graph, type Precision, type Tensor } from "../../lib/graph/index.ts";
 import { openSafetensors, writeSafetensors } from "../../lib/io/safetensors.ts";
-import { trainBpe } from "../../lib/models/bpe-train.ts";
 import { unetConfigFromJson, unetForward } from "../../lib/models/unet.ts";
-import { type ViTConfig, vitBlock } from "../../lib/models/vit.ts";
-import { MemorySource, Params, SafetensorsSource } from "../../lib/nn/params.ts";
+import { Params, SafetensorsSource } from "../../lib/nn/params.ts";
 import { decodeModel } from "../../lib/onnx/index.ts";
 import { Rng } from "../../lib/rng.ts";
 import { DiffusionTrainer, type PairExample } from "../../lib/train/diffusion.ts";
 import { mulberry32 } from "./reference.ts";
 import { type Diff, NO_WEBGPU, expectClose, fmtDiff, noteWebgpuSkip, worst } from "./webgpu-helpers.ts";
+import { TINY_SD_SPEC, dinov2LayerGraph } from "./device-fixtures.ts";
 
 setDefaultTimeout(300_000);
 noteWebgpuSkip("tests/graph/precision.test.ts");
@@ -52,14 +51,7 @@ async function withPrecision<T>(p: Precision, device: Device, fn: () => Promise<
   }
 }
 
-const vocab = trainBpe(["a red teapot on the beach"], 30);
-const SPEC: ModelFolderSpec = {
-  unet: { in_channels: 12, out_channels: 12, block_out_channels: [16, 32], down_block_types: ["CrossAttnDownBlock2D", "DownBlock2D"], up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D"], layers_per_block: 1, cross_attention_dim: 32, attention_head_dim: 2, norm_num_groups: 8 },
-  vae: { _class_name: "PixelUnshuffleVAE", factor: 2, in_channels: 3, scaling_factor: 1 },
-  textEncoder: { hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: Object.keys(vocab.vocab).length, bos_token_id: vocab.vocab["<|startoftext|>"], eos_token_id: vocab.vocab["<|endoftext|>"] },
-  tokenizer: vocab,
-  scheduler: { _class_name: "DDIMScheduler", num_train_timesteps: 1000, beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012 },
-};
+const SPEC = TINY_SD_SPEC;
 
 let dir: string;
 let unet16: string; // the model folder's UNet, saved as F16 (an fp16 checkpoint)
@@ -376,19 +368,7 @@ describe("parity of fp16 with fp32 (fp32 on cpu is the reference)", () => {
   // The key bias's gradient is zero in exact arithmetic (adding it shifts every score of a row
   // alike): it holds only rounding, judged against the largest gradient.
   test("ViT block (DINOv2 layer) forward and every gradient (tolerance webgpu 1e-2 / cpu 3e-3 of scale; measured 3.0e-3 / 1.0e-3)", async () => {
-    const f = openSafetensors(join(import.meta.dir, "../fixtures/parity/vit_block.safetensors"));
-    const leaves = JSON.parse(f.metadata.inputs!) as string[];
-    const g = new Graph();
-    const source = new MemorySource(new Map(leaves.filter((n) => n !== "x").map((n) => [n, { shape: f.info(n).shape, data: f.float32(n) }])), "vit_block");
-    const p = new Params(g, source, { trainable: () => true });
-    const x = g.param("x", f.info("x").shape);
-    const cfg: ViTConfig = { layout: "dinov2", hiddenSize: 32, numLayers: 1, numHeads: 4, intermediateSize: 64, patchSize: 14, imageSize: 14, layerNormEps: 1e-6, numRegisters: 0, hiddenAct: "gelu" };
-    const out = vitBlock(p, x, cfg);
-    const loss = G.reduceSum(G.mul(out, g.constant(f.float32("R"), f.info("R").shape)), undefined, false);
-    const grads = G.grad(loss, leaves.map((n) => (n === "x" ? x : p.trainable.get(n)!)));
-    const outputs: Record<string, Tensor> = { out, loss };
-    leaves.forEach((n, i) => (outputs[`grad.${n}`] = grads[i]!));
-    const feeds = Object.fromEntries(leaves.map((n) => [n, f.float32(n)]));
+    const { outputs, feeds, leaves } = dinov2LayerGraph();
     const ref = await (await G.compile(outputs, { threads: 1, precision: "fp32" })).run(feeds);
     const largest = Math.max(...leaves.map((n) => maxAbs(ref[`grad.${n}`] as Float32Array)));
     const TOL: Tol = { webgpu: 1e-2, cpu: 3e-3 };

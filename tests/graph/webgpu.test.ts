@@ -8,15 +8,12 @@
 // Tolerances are stated per test: |webgpu - cpu| <= tol x the tensor's largest |cpu| value.
 
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
-import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import * as G from "../../lib/graph/index.ts";
 import { Graph, type Tensor } from "../../lib/graph/index.ts";
-import { openSafetensors } from "../../lib/io/safetensors.ts";
-import { type ViTConfig, vitBlock } from "../../lib/models/vit.ts";
-import { MemorySource, Params } from "../../lib/nn/params.ts";
 import { mulberry32 } from "./reference.ts";
 import { NO_WEBGPU, expectClose, fmtDiff, noteWebgpuSkip, timed, worst } from "./webgpu-helpers.ts";
+import { dinov2LayerGraph } from "./device-fixtures.ts";
 
 setDefaultTimeout(120_000);
 noteWebgpuSkip("tests/graph/webgpu.test.ts");
@@ -161,19 +158,7 @@ describe.skipIf(NO_WEBGPU !== null)("the rules on webgpu", () => {
 describe.skipIf(NO_WEBGPU !== null)("a ViT block on webgpu", () => {
   test("DINOv2 layer (vitBlock, LayerScale, erf GELU): forward and every gradient, webgpu vs cpu", async () => {
     // The parity fixture of tests/train/parity.test.ts: weights, input x and R of transformers' Dinov2Layer.
-    const f = openSafetensors(join(import.meta.dir, "../fixtures/parity/vit_block.safetensors"));
-    const leaves = JSON.parse(f.metadata.inputs!) as string[];
-    const g = new Graph();
-    const source = new MemorySource(new Map(leaves.filter((n) => n !== "x").map((n) => [n, { shape: f.info(n).shape, data: f.float32(n) }])), "vit_block");
-    const p = new Params(g, source, { trainable: () => true });
-    const x = g.param("x", f.info("x").shape);
-    const cfg: ViTConfig = { layout: "dinov2", hiddenSize: 32, numLayers: 1, numHeads: 4, intermediateSize: 64, patchSize: 14, imageSize: 14, layerNormEps: 1e-6, numRegisters: 0, hiddenAct: "gelu" };
-    const out = vitBlock(p, x, cfg);
-    const loss = G.reduceSum(G.mul(out, g.constant(f.float32("R"), f.info("R").shape)), undefined, false);
-    const grads = G.grad(loss, leaves.map((n) => (n === "x" ? x : p.trainable.get(n)!)));
-    const outputs: Record<string, Tensor> = { out, loss };
-    leaves.forEach((n, i) => (outputs[`grad.${n}`] = grads[i]!));
-    const feeds = Object.fromEntries(leaves.map((n) => [n, f.float32(n)]));
+    const { outputs, feeds, leaves } = dinov2LayerGraph();
     const cpu = await (await G.compile(outputs, { threads: 1 })).run(feeds);
     const [gpu, seconds] = await timed(async () => (await G.compile(outputs, { device: "webgpu" })).run(feeds));
     // A gradient that is zero in exact arithmetic (the key bias: adding it shifts every score of a

@@ -10,25 +10,18 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadDiffusionModel, loadIpAdapter } from "../../lib/diffusion/model.ts";
-import { type ModelFolderSpec, writeIpAdapter, writeModelFolder } from "../../lib/diffusion/model-folder.ts";
+import { writeIpAdapter, writeModelFolder } from "../../lib/diffusion/model-folder.ts";
 import type { Device } from "../../lib/graph/index.ts";
-import { trainBpe } from "../../lib/models/bpe-train.ts";
 import { Rng } from "../../lib/rng.ts";
 import { AdamW } from "../../lib/train/adamw.ts";
 import { DiffusionTrainer, type PairExample } from "../../lib/train/diffusion.ts";
 import { type Diff, NO_WEBGPU, expectClose, fmtDiff, noteWebgpuSkip, timed, worst } from "../graph/webgpu-helpers.ts";
+import { TINY_SD_SPEC } from "../graph/device-fixtures.ts";
 
 setDefaultTimeout(300_000);
 noteWebgpuSkip("tests/train/webgpu.test.ts");
 
-const vocab = trainBpe(["a red teapot on the beach"], 30);
-const SPEC: ModelFolderSpec = {
-  unet: { in_channels: 12, out_channels: 12, block_out_channels: [16, 32], down_block_types: ["CrossAttnDownBlock2D", "DownBlock2D"], up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D"], layers_per_block: 1, cross_attention_dim: 32, attention_head_dim: 2, norm_num_groups: 8 },
-  vae: { _class_name: "PixelUnshuffleVAE", factor: 2, in_channels: 3, scaling_factor: 1 },
-  textEncoder: { hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: Object.keys(vocab.vocab).length, bos_token_id: vocab.vocab["<|startoftext|>"], eos_token_id: vocab.vocab["<|endoftext|>"] },
-  tokenizer: vocab,
-  scheduler: { _class_name: "DDIMScheduler", num_train_timesteps: 1000, beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012 },
-};
+const SPEC = TINY_SD_SPEC;
 
 let dir: string;
 beforeAll(() => {
