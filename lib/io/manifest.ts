@@ -8,6 +8,7 @@
 import { ArkErrors } from "arktype";
 import { writeSync } from "node:fs";
 import { open } from "node:fs/promises";
+import { resolve } from "node:path";
 import { writeFileAtomic } from "./atomic.ts";
 import { UserError } from "./errors.ts";
 import { faultPoint } from "./fault.ts";
@@ -158,13 +159,31 @@ export async function writeJsonl<T>(path: string, rows: Iterable<T>, schema?: Ro
   await writeFileAtomic(path, lines.join(""));
 }
 
+/** The pending appends of this process, per file (see appendJsonl). */
+const appending = new Map<string, Promise<void>>();
+
 /**
- * Appends one row as one complete line, in a single write() on an O_APPEND descriptor: concurrent
- * appenders on a local filesystem never interleave, and a crash loses at most this row. Validates
- * first when given a schema. Refuses to append after a partial last line (see repairJsonlTail).
+ * Appends one row as one complete line, in a single write() on an O_APPEND descriptor: lines never
+ * interleave, and a crash loses at most this row. Validates first when given a schema. Refuses to
+ * append after a partial last line (see repairJsonlTail). Appends of one process to one file run
+ * one after another: the partial-line check reads the file's last byte, which another append still
+ * in flight may be writing (a concurrent reader can see a write half done), and would then refuse
+ * a healthy file. Separate processes do not append to one file at once: each shard has its own
+ * manifest and lock (lib/io/lock.ts).
  */
 export async function appendJsonl<T>(path: string, row: T, schema?: RowSchema<T>): Promise<void> {
   if (schema) validate(path, 0, schema, row);
+  const key = resolve(path);
+  const next = (appending.get(key) ?? Promise.resolve()).then(() => appendNow(path, row));
+  const settled = next.then(() => {}, () => {});
+  appending.set(key, settled);
+  settled.then(() => {
+    if (appending.get(key) === settled) appending.delete(key);
+  });
+  return next;
+}
+
+async function appendNow<T>(path: string, row: T): Promise<void> {
   const bytes = new TextEncoder().encode(`${serializeRow(path, 0, row)}\n`);
   const fh = await open(path, "a+");
   try {
