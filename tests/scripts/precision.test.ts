@@ -24,12 +24,11 @@ import { RAW_ENCODER } from "../../lib/models/featurizer.ts";
 import { DEFAULTS as EVAL_DEFAULTS, run as evaluate } from "../../scripts/eval.ts";
 import { DEFAULTS as GEN_DEFAULTS, run as generate } from "../../scripts/generate-images.ts";
 import { DEFAULTS as SCORE_DEFAULTS, run as score } from "../../scripts/score-patches.ts";
-import { DEFAULTS as PROMPT_DEFAULTS, run as synthesize } from "../../scripts/synthesize-prompts.ts";
 import { DEFAULTS as DPO_DEFAULTS, epochFile, run as dpoEpoch } from "../../scripts/dpo-epoch.ts";
 import { run as finetune } from "../../scripts/finetune-encoder.ts";
 import { TrainLogRow } from "../../lib/io/schemas.ts";
 import { runPaths } from "../../lib/io/rundir.ts";
-import { SIZE, tinyModel, tinyRun } from "./helpers/tiny-run.ts";
+import { SIZE, copyRun, tinyModel, tinyRun, tinyWorldPairs } from "./helpers/tiny-run.ts";
 import { type Diff, NO_WEBGPU, expectClose, fmtDiff, noteWebgpuSkip, worst } from "../graph/webgpu-helpers.ts";
 
 setDefaultTimeout(300_000);
@@ -40,17 +39,13 @@ const TINY = 64;
 let root: string;
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "patchdpo-precision-steps-"));
-  const base = join(root, "base");
-  await synthesize({ ...PROMPT_DEFAULTS, run: base, subjects: 2, scenesPerSubject: 1, seed: 0, world: "tiny", tinySplit: "test", force: false, log: () => {} });
-  const gen = { ...GEN_DEFAULTS, run: base, model: "tinyworld", seed: 0, threads: 1 };
-  await generate({ ...gen, mode: "reference", width: 224, height: 224 });
-  await generate({ ...gen, mode: "personalized", width: TINY, height: TINY, perReference: 1, defectRate: 1 });
+  await tinyWorldPairs(join(root, "base"), TINY);
 });
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 const copy = (name: string) => {
   const d = join(root, name);
-  cpSync(join(root, "base"), d, { recursive: true });
+  copyRun(join(root, "base"), d);
   return d;
 };
 

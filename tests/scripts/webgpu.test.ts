@@ -21,8 +21,8 @@ import { RAW_ENCODER } from "../../lib/models/featurizer.ts";
 import { DEFAULTS as EVAL_DEFAULTS, run as evaluate } from "../../scripts/eval.ts";
 import { DEFAULTS as GEN_DEFAULTS, run as generate } from "../../scripts/generate-images.ts";
 import { DEFAULTS as SCORE_DEFAULTS, run as score } from "../../scripts/score-patches.ts";
-import { DEFAULTS as PROMPT_DEFAULTS, run as synthesize } from "../../scripts/synthesize-prompts.ts";
 import { type Diff, NO_WEBGPU, expectClose, fmtDiff, noteWebgpuSkip, timed, worst } from "../graph/webgpu-helpers.ts";
+import { copyRun, tinyWorldPairs } from "./helpers/tiny-run.ts";
 
 setDefaultTimeout(300_000);
 noteWebgpuSkip("tests/scripts/webgpu.test.ts");
@@ -33,20 +33,14 @@ let root: string;
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), "patchdpo-webgpu-steps-"));
   if (NO_WEBGPU) return;
-  // Prompts and white-background references of 2 catalogue subjects, and generations with
-  // planted defects from the renderer (no ONNX): the pairs score-patches and eval read.
-  const base = join(root, "base");
-  await synthesize({ ...PROMPT_DEFAULTS, run: base, subjects: 2, scenesPerSubject: 1, seed: 0, world: "tiny", tinySplit: "test", force: false, log: () => {} });
-  const gen = { ...GEN_DEFAULTS, run: base, model: "tinyworld", seed: 0, threads: 1 };
-  await generate({ ...gen, mode: "reference", width: 224, height: 224 });
-  await generate({ ...gen, mode: "personalized", width: TINY, height: TINY, perReference: 1, defectRate: 1 });
+  await tinyWorldPairs(join(root, "base"), TINY);
 });
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 /** A copy of the base run for one device's step. */
 const copy = (name: string) => {
   const d = join(root, name);
-  cpSync(join(root, "base"), d, { recursive: true });
+  copyRun(join(root, "base"), d);
   return d;
 };
 

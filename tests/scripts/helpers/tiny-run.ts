@@ -8,9 +8,9 @@ import { readJsonlAll } from "../../../lib/io/manifest.ts";
 import { PromptRow } from "../../../lib/io/schemas.ts";
 import type { ImageProjectionConfig } from "../../../lib/models/ip-adapter.ts";
 import { trainBpe } from "../../../lib/models/bpe-train.ts";
-import { run as generate } from "../../../scripts/generate-images.ts";
+import { DEFAULTS as GEN_DEFAULTS, run as generate } from "../../../scripts/generate-images.ts";
 import { run as score } from "../../../scripts/score-patches.ts";
-import { run as synthesize } from "../../../scripts/synthesize-prompts.ts";
+import { DEFAULTS as PROMPT_DEFAULTS, run as synthesize } from "../../../scripts/synthesize-prompts.ts";
 
 /** Image side of the tiny runs (the model's pixel-unshuffle factor 2 makes 16x16 latents). */
 export const SIZE = 32;
@@ -27,6 +27,19 @@ export async function tinyRun(dir: string, o: { subjects?: number; perReference?
   await generate({ ...gen, mode: "reference" });
   await generate({ ...gen, mode: "personalized", perReference: o.perReference ?? 2 });
   if (o.scores !== false) await score({ run: dir, encoder: "mobilenet_v2", latentGrid: SIZE / 2, threads: 1, batch: 4 });
+  return dir;
+}
+
+/**
+ * Prompts and 224 px white-background references of 2 catalogue subjects, and `size` px generations
+ * with planted defects from the renderer (no ONNX): the pairs that score-patches and eval read in the
+ * tests that run one step on two devices or precisions (tests/scripts/webgpu.test.ts, precision.test.ts).
+ */
+export async function tinyWorldPairs(dir: string, size: number): Promise<string> {
+  await synthesize({ ...PROMPT_DEFAULTS, run: dir, subjects: 2, scenesPerSubject: 1, seed: 0, world: "tiny", tinySplit: "test", force: false, log: () => {} });
+  const gen = { ...GEN_DEFAULTS, run: dir, model: "tinyworld", seed: 0, threads: 1 };
+  await generate({ ...gen, mode: "reference", width: 224, height: 224 });
+  await generate({ ...gen, mode: "personalized", width: size, height: size, perReference: 1, defectRate: 1 });
   return dir;
 }
 
