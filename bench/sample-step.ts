@@ -8,8 +8,8 @@
 // bench/out/sample-step-io.safetensors, which the reference compares against (stderr).
 //   --profile <file>: instead, one profiled run with ONNX Runtime's profiler (enableProfiling),
 //   and a summary of the top ops by time on stderr.
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import * as ort from "onnxruntime-node";
 import { cfg } from "../lib/diffusion/guidance.ts";
@@ -20,6 +20,7 @@ import { initWeights } from "../lib/nn/init.ts";
 import { Params, SafetensorsSource } from "../lib/nn/params.ts";
 import { Rng } from "../lib/rng.ts";
 import { countFlops, flopFields } from "./flops.ts";
+import { profileRun } from "./ort-profile.ts";
 import { timeIt } from "./timing.ts";
 
 const { values } = parseArgs({
@@ -103,54 +104,12 @@ const feeds = { sample: x, timestep: t, encoder_hidden_states: ctx };
 
 if (values.profile) {
   // One profiled run on a session made from the same ONNX bytes, the weights read from their folder.
-  const session = await ort.InferenceSession.create(G.toOnnx(outputs, "cpu", !values["standard-ops"]), {
-    executionProviders: ["cpu"], graphOptimizationLevel: "all", intraOpNumThreads: threads, interOpNumThreads: 1,
-    enableProfiling: true, profileFilePrefix: resolve(values.profile).replace(/\.json$/, ""),
-    extra: { session: { model_external_initializers_file_folder_path: dirname(resolve(WEIGHTS)) } },
-  });
-  const ortFeeds = {
+  await profileRun(G.toOnnx(outputs, "cpu", !values["standard-ops"]), {
     sample: new ort.Tensor("float32", x, [B, config.inChannels, S, S]),
     timestep: new ort.Tensor("float32", t, [B]),
     encoder_hidden_states: new ort.Tensor("float32", ctx, [B, L, D]),
-  };
-  await session.run(ortFeeds); // warm-up (first-run allocations)
-  const t0 = performance.now();
-  await session.run(ortFeeds);
-  console.error(`profiled run: ${((performance.now() - t0) / 1000).toFixed(2)} s`);
-  session.endProfiling(); // writes <prefix>_<timestamp>.json (the name is not returned in Node)
-  await session.release();
-  const target = resolve(values.profile);
-  const prefix = basename(target).replace(/\.json$/, "") + "_";
-  const file = readdirSync(dirname(target)).filter((f) => f.startsWith(prefix) && f.endsWith(".json")).sort().at(-1);
-  if (!file) throw new Error(`no ORT profile ${prefix}*.json in ${dirname(target)}`);
-  renameSync(join(dirname(target), file), target);
-  summarize(target);
+  }, { file: values.profile, threads, weightsFolder: dirname(resolve(WEIGHTS)) });
   process.exit(0);
-}
-
-/** Top ops by total time in the last run of an ORT profile (node events only). */
-function summarize(path: string) {
-  type Ev = { cat: string; name: string; dur: number; ts: number; args?: { op_name?: string; provider?: string } };
-  const evs = (JSON.parse(readFileSync(path, "utf8")) as Ev[]).filter((e) => e.cat === "Node" && e.name.endsWith("_kernel_time"));
-  const runs = (JSON.parse(readFileSync(path, "utf8")) as Ev[]).filter((e) => e.cat === "Session" && e.name === "model_run");
-  const last = runs.at(-1)!;
-  const inLast = evs.filter((e) => e.ts >= last.ts && e.ts <= last.ts + last.dur);
-  const byOp = new Map<string, { us: number; n: number }>();
-  for (const e of inLast) {
-    const op = e.args?.op_name ?? "?";
-    const r = byOp.get(op) ?? { us: 0, n: 0 };
-    r.us += e.dur;
-    r.n++;
-    byOp.set(op, r);
-  }
-  const total = [...byOp.values()].reduce((s, r) => s + r.us, 0);
-  console.error(`model_run ${(last.dur / 1e6).toFixed(2)} s, kernels ${(total / 1e6).toFixed(2)} s; top ops:`);
-  for (const [op, r] of [...byOp].sort((a, b) => b[1].us - a[1].us).slice(0, 15)) {
-    console.error(`  ${op.padEnd(28)} ${(r.us / 1e6).toFixed(3).padStart(7)} s  ${((100 * r.us) / total).toFixed(1).padStart(5)}%  x${r.n}`);
-  }
-  const top = inLast.sort((a, b) => b.dur - a.dur).slice(0, 12);
-  console.error("top nodes:");
-  for (const e of top) console.error(`  ${(e.dur / 1e3).toFixed(1).padStart(8)} ms  ${e.args?.op_name}  ${e.name.replace(/_kernel_time$/, "")}`);
 }
 
 // ---------------------------------------------------------------- timed step
